@@ -1,0 +1,129 @@
+"""Data in: read any supported format, audit and clean it, hold it as in-memory arrays, split by index."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmnist.data.audit import SplitAudit, audit_and_clean, first_problem
+from fmnist.data.readers import FASHION_CLASSES, RawSplit, read_class_names, read_raw
+from fmnist.errors import DataError
+
+# Fashion-MNIST training-set statistics of pixels/255: models see (x/255 - MEAN) / STD.
+MEAN = 0.2860
+STD = 0.3530
+
+__all__ = [
+    "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "load_dataset", "holdout_split",
+    "kfold_splits", "subset", "to_input",
+]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, 28, 28) uint8 and labels (N,) int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx: np.ndarray) -> Split:
+        """The rows at `idx`."""
+        return Split(self.images[idx], self.labels[idx])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A train split, an optional test split, the class names and what the audit found."""
+
+    train: Split
+    test: Split | None
+    class_names: tuple[str, ...] = FASHION_CLASSES
+    source: str = ""
+    cleaned: bool = True
+    audit: dict[str, SplitAudit] = field(default_factory=dict)
+    train_test_overlap: int = 0
+
+    def report(self) -> dict:
+        """The data report as a JSON-ready dict (data_report.json)."""
+        out: dict = {"source": self.source, "cleaned": self.cleaned, "class_names": list(self.class_names)}
+        for name, a in self.audit.items():
+            out[name] = {k: getattr(a, k) for k in a.__dataclass_fields__}
+        out["train_test_overlap"] = self.train_test_overlap
+        out["cleaning_policy"] = [
+            "rows with empty cells, non-numeric or non-integer cells, pixels outside 0..255 or labels outside "
+            "0..9 are dropped",
+            "conflicting duplicates (one image, several labels) are dropped, every copy",
+            "exact duplicates (same image and label) keep the first occurrence",
+            "train images that also appear in test are dropped from train",
+        ]
+        return out
+
+
+def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
+                 clean: bool = True, limit: int | None = None, test_limit: int | None = None) -> Dataset:
+    """Read, audit and (by default) clean a dataset. `limit` keeps a stratified-by-order slice of the first rows."""
+    train_raw, test_raw, source = read_raw(data, test_data)
+    class_names = read_class_names(source)
+    kept, audits, overlap = audit_and_clean(train_raw, test_raw, class_names)
+    if not clean:
+        for raw in (train_raw, test_raw):
+            if raw is not None and (msg := first_problem(raw)):
+                raise DataError(f"{msg}; this row cannot be used as it is: drop --no-clean to drop such rows")
+        kept = {"train": np.arange(len(train_raw))}
+        if test_raw is not None:
+            kept["test"] = np.arange(len(test_raw))
+    if len(kept["train"]) == 0:
+        raise DataError(f"{train_raw.source}: no usable training rows left after cleaning")
+
+    def make(raw: RawSplit, idx: np.ndarray, n: int | None) -> Split:
+        if n is not None:
+            idx = idx[:n]
+        return Split(np.ascontiguousarray(raw.images[idx]), raw.labels[idx].copy())
+
+    train = make(train_raw, kept["train"], limit)
+    test = make(test_raw, kept["test"], test_limit) if test_raw is not None else None
+    return Dataset(train, test, class_names, source, clean, audits, overlap)
+
+
+def holdout_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (train_idx, val_idx) of a label array."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    idx = np.arange(len(labels))
+    tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
+    return np.sort(tr), np.sort(va)
+
+
+def kfold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold (train_idx, val_idx) pairs, seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    if folds < 2:
+        raise DataError(f"--folds must be at least 2, got {folds}")
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in skf.split(np.zeros(len(labels)), labels)]
+
+
+def subset(split: Split, n: int, seed: int = 0) -> Split:
+    """A stratified random subset of n rows (for quick runs and tests)."""
+    if n >= len(split):
+        return split
+    _, idx = holdout_split(split.labels, n / len(split), seed) if n > 10 else (None, np.arange(n))
+    return split.take(idx)
+
+
+def to_input(images: np.ndarray | object, device: object = None) -> object:
+    """uint8 images (N, 28, 28) or (N, 1, 28, 28) -> normalized float tensor (N, 1, 28, 28)."""
+    import torch
+
+    x = torch.as_tensor(images, device=device)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return (x.float() / 255.0 - MEAN) / STD

@@ -1,0 +1,374 @@
+"""Readers for the formats people have: official IDX files (gzipped or not), Kaggle CSV, NumPy .npz.
+
+Every reader returns `RawSplit`s: uint8 images (N, 28, 28), int64 labels (N,), and per-row masks of the cells
+that could not be used (missing / invalid), so the audit can report them and cleaning can drop them.
+Structural problems (wrong magic number, truncated file, 783 pixel columns, ...) raise `DataError` with one line
+that names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.errors import DataError
+
+FASHION_CLASSES: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+IMAGE_SIZE = 28
+N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+DEFAULT_DATA_DIRS = ("./data", "/usr/share/datasets/fashion-mnist")
+HOW_TO_GET_DATA = (
+    "get the official IDX files with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
+    "/usr/share/datasets/fashion-mnist) or from the zalandoresearch/fashion-mnist repository (data/fashion), "
+    "then pass --data DIR or set FMNIST_DATA"
+)
+
+
+@dataclass
+class RawSplit:
+    """One split as read, before cleaning. Rows flagged in `missing`/`invalid` hold zeros in `images`."""
+
+    images: np.ndarray  # (N, 28, 28) uint8
+    labels: np.ndarray  # (N,) int64; -1 where the label cell is missing or invalid
+    source: str  # file the split came from
+    missing: np.ndarray  # (N,) bool: a cell is empty
+    invalid: np.ndarray  # (N,) bool: a cell is not a number, not an integer, or out of range
+    # what was wrong, for the report: problem -> first few row descriptions ("line 7: pixel12 is 'abc'")
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    row_offset: int = 0  # file line of row 0 (2 for a CSV with a header), 0 for formats without lines
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ----------------------------------------------------------------------------------------------------- IDX
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    return raw
+
+
+def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
+    """Read an IDX file (ubyte) with `expected_ndim` dimensions, checking magic number and length."""
+    path = Path(path)
+    buf = _open_maybe_gzip(path)
+    if len(buf) == 0:
+        raise DataError(f"{path}: empty file")
+    if len(buf) < 4:
+        raise DataError(f"{path}: too short to be an IDX file ({len(buf)} bytes)")
+    zero, dtype_code, ndim = buf[0] << 8 | buf[1], buf[2], buf[3]
+    magic = int.from_bytes(buf[:4], "big")
+    if zero != 0 or dtype_code not in _IDX_TYPES or ndim != expected_ndim:
+        want = 0x0800 | expected_ndim
+        raise DataError(f"{path}: bad IDX magic number 0x{magic:08X} (expected 0x{want:08X}, "
+                        f"unsigned bytes with {expected_ndim} dimension{'s' if expected_ndim > 1 else ''})")
+    header = 4 + 4 * ndim
+    if len(buf) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", buf[4:header])
+    n_expected = int(np.prod(dims))
+    n_have = len(buf) - header
+    if n_have < n_expected:
+        raise DataError(f"{path}: truncated: header says {'x'.join(map(str, dims))} = {n_expected} values, "
+                        f"file holds {n_have}")
+    if n_have > n_expected:
+        raise DataError(f"{path}: {n_have - n_expected} bytes after the {n_expected} values the header announces")
+    return np.frombuffer(buf, dtype=np.uint8, count=n_expected, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> RawSplit:
+    """Read an images file and its labels file into a RawSplit."""
+    images = read_idx(images_path, 3)
+    labels = read_idx(labels_path, 1).astype(np.int64)
+    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels")
+    bad = (labels < 0) | (labels > 9)
+    examples = {}
+    if bad.any():
+        examples["invalid"] = [f"item {i}: label {labels[i]} is outside 0..9" for i in np.flatnonzero(bad)[:5]]
+    labels = np.where(bad, -1, labels)
+    n = len(labels)
+    return RawSplit(images.copy(), labels, str(images_path), np.zeros(n, bool), bad, examples)
+
+
+# ----------------------------------------------------------------------------------------------------- CSV
+def read_csv(path: str | os.PathLike) -> RawSplit:
+    """Read a Kaggle-style CSV (`label,pixel1..pixel784`): 60,000 rows in a few seconds."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        # dtype=str would be 5x slower; the C parser gives numeric columns, and object columns only where a
+        # cell is not a number, which we coerce below and report.
+        df = pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file") from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: malformed CSV: {str(e).strip()}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text CSV file") from None
+    cols = [str(c).strip() for c in df.columns]
+    if "label" not in cols:
+        raise DataError(f"{path}: no 'label' column in the header (expected label,pixel1..pixel784; "
+                        f"found {', '.join(cols[:3])}{', ...' if len(cols) > 3 else ''})")
+    label_col = df.columns[cols.index("label")]
+    pixel_cols = [c for c in df.columns if c is not label_col]
+    if len(pixel_cols) != N_PIXELS:
+        raise DataError(f"{path}: {len(pixel_cols)} pixel columns, expected {N_PIXELS} (28x28) besides 'label'")
+    if len(df) == 0:
+        raise DataError(f"{path}: header but no data rows")
+
+    if label_col == df.columns[0] and all(dt.kind in "iu" for dt in df.dtypes):
+        # the common case: every cell an integer (no empty or text cell) -> one int array, range checks only
+        arr = df.to_numpy()  # (N, 785) int64
+        bad_label = (arr[:, 0] < 0) | (arr[:, 0] > 9)
+        bad_pix = ((arr[:, 1:] < 0) | (arr[:, 1:] > 255)).any(axis=1)
+        if not (bad_label.any() or bad_pix.any()):
+            n = len(arr)
+            return RawSplit(arr[:, 1:].astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
+                            arr[:, 0].astype(np.int64), str(path), np.zeros(n, bool), np.zeros(n, bool), {},
+                            row_offset=2)
+    ordered = df[[label_col, *pixel_cols]]
+    examples: dict[str, list[str]] = {}
+    names = ["label", *[str(c) for c in pixel_cols]]
+    missing_cells = ordered.isna().to_numpy()  # empty cells, before coercion
+    nonnumeric = np.zeros(ordered.shape, dtype=bool)
+    object_cols = [j for j, dt in enumerate(ordered.dtypes) if dt == object]
+    if object_cols:  # a column with any text cell: coerce it, and report the cells that were not numbers
+        ordered = ordered.copy()
+        for j in object_cols:
+            col = ordered.columns[j]
+            coerced = pd.to_numeric(ordered[col].astype(str).str.strip(), errors="coerce")
+            nonnumeric[:, j] = coerced.isna().to_numpy() & ~missing_cells[:, j]
+            ordered[col] = coerced
+    values = ordered.to_numpy(dtype=np.float64, na_value=np.nan)  # (N, 785), one bulk conversion
+    raw_cells = df[[label_col, *pixel_cols]]
+
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        non_integer = finite & (values != np.round(values))
+        out_of_range = np.zeros_like(finite)
+        out_of_range[:, 0] = finite[:, 0] & ((values[:, 0] < 0) | (values[:, 0] > 9))
+        out_of_range[:, 1:] = finite[:, 1:] & ((values[:, 1:] < 0) | (values[:, 1:] > 255))
+    invalid_cells = nonnumeric | non_integer | out_of_range | (~finite & ~missing_cells & ~nonnumeric)
+    missing = missing_cells.any(axis=1)
+    invalid = invalid_cells.any(axis=1)
+
+    def describe(mask: np.ndarray, what: str) -> list[str]:
+        rows, cs = np.nonzero(mask)
+        out = []
+        for r, c in zip(rows[:5], cs[:5], strict=True):
+            cell = raw_cells.iat[r, c]
+            out.append(f"line {r + 2}: {names[c]} {what}" + ("" if what == "is empty" else f" ({cell!r})"))
+        return out
+
+    for key, mask, what in (
+        ("missing", missing_cells, "is empty"),
+        ("non_numeric", nonnumeric, "is not a number"),
+        ("non_integer", non_integer, "is not an integer"),
+        ("label_out_of_range", out_of_range[:, :1], "is outside 0..9"),
+    ):
+        if mask.any():
+            examples[key] = describe(mask, what)
+    pix_oor = np.zeros_like(out_of_range)
+    pix_oor[:, 1:] = out_of_range[:, 1:]
+    if pix_oor.any():
+        examples["pixel_out_of_range"] = describe(pix_oor, "is outside 0..255")
+
+    usable = ~(missing | invalid)
+    images = np.zeros((len(df), N_PIXELS), dtype=np.uint8)
+    images[usable] = values[usable, 1:].astype(np.uint8)
+    labels = np.full(len(df), -1, dtype=np.int64)
+    labels[usable] = values[usable, 0].astype(np.int64)
+    return RawSplit(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels, str(path), missing, invalid, examples,
+                    row_offset=2)
+
+
+# ----------------------------------------------------------------------------------------------------- NPZ
+def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
+    """Read a .npz with x_train, y_train[, x_test, y_test] (what keras.datasets users save)."""
+    path = Path(path)
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    with z:
+        keys = set(z.files)
+        if not {"x_train", "y_train"} <= keys:
+            raise DataError(f"{path}: needs arrays x_train and y_train (found {', '.join(sorted(keys)) or 'none'})")
+        splits = []
+        for name in ("train", "test"):
+            if f"x_{name}" not in keys:
+                splits.append(None)
+                continue
+            if f"y_{name}" not in keys:
+                raise DataError(f"{path}: x_{name} without y_{name}")
+            x, y = z[f"x_{name}"], z[f"y_{name}"]
+            splits.append(_from_arrays(x, y, f"{path}[{name}]"))
+    return splits[0], splits[1]
+
+
+def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
+    if x.ndim == 2 and x.shape[1] == N_PIXELS:
+        x = x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"{source}: images have shape {x.shape}, expected (N, 28, 28)")
+    y = np.asarray(y).reshape(-1)
+    if len(x) != len(y):
+        raise DataError(f"{source}: {len(x)} images but {len(y)} labels")
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"{source}: labels have dtype {y.dtype}, expected integers")
+    xf = x.astype(np.float64) if x.dtype != np.uint8 else x
+    examples = {}
+    if x.dtype != np.uint8:
+        bad_px = ~np.isfinite(xf) | (xf < 0) | (xf > 255) | (xf != np.round(xf))
+        bad_px = bad_px.reshape(len(x), -1).any(axis=1)
+    else:
+        bad_px = np.zeros(len(x), bool)
+    yf = y.astype(np.float64)
+    bad_y = ~np.isfinite(yf) | (yf < 0) | (yf > 9) | (yf != np.round(yf))
+    invalid = bad_px | bad_y
+    if bad_px.any():
+        examples["pixel_out_of_range"] = [f"item {i}: a pixel is outside 0..255" for i in np.flatnonzero(bad_px)[:5]]
+    if bad_y.any():
+        examples["label_out_of_range"] = [f"item {i}: label {y[i]} is outside 0..9" for i in np.flatnonzero(bad_y)[:5]]
+    images = np.where(invalid[:, None, None], 0, np.nan_to_num(xf)).astype(np.uint8)
+    labels = np.where(invalid, -1, np.nan_to_num(yf)).astype(np.int64)
+    return RawSplit(images, labels, source, np.zeros(len(x), bool), invalid, examples)
+
+
+# ---------------------------------------------------------------------------------------------- locating
+def _find_idx(d: Path, prefix: str, kind: str) -> Path | None:
+    # official names: train-images-idx3-ubyte.gz; MNIST mirrors also use train-images.idx3-ubyte
+    ndim = 3 if kind == "images" else 1
+    for cand in sorted(d.glob(f"{prefix}-{kind}*idx{ndim}-ubyte*")):
+        if cand.suffix in ("", ".gz") and cand.is_file():
+            return cand
+    return None
+
+
+def _idx_in(d: Path) -> dict[str, tuple[Path, Path]] | None:
+    found = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        im, lb = _find_idx(d, prefix, "images"), _find_idx(d, prefix, "labels")
+        if im and lb:
+            found[split] = (im, lb)
+        elif im or lb:
+            missing = "labels" if im else "images"
+            raise DataError(f"{d}: found {(im or lb).name} but no matching {prefix}-{missing} IDX file")
+    return found or None
+
+
+def _csvs_in(d: Path) -> tuple[Path, Path | None] | None:
+    train = [p for p in sorted(d.glob("*train*.csv"))]
+    test = [p for p in sorted(d.glob("*test*.csv"))]
+    if train:
+        return train[0], (test[0] if test else None)
+    return None
+
+
+def has_data(d: Path) -> bool:
+    """Whether directory `d` holds a dataset in any supported format."""
+    if not d.is_dir():
+        return False
+    try:
+        return bool(_idx_in(d) or _csvs_in(d) or list(d.glob("*.npz")))
+    except DataError:
+        return True  # something is there, half of it broken: let the reader report it
+
+
+def locate(data: str | os.PathLike | None) -> Path:
+    """The data path to use: `data`, else $FMNIST_DATA, ./data, /usr/share/datasets/fashion-mnist."""
+    if data is not None:
+        p = Path(data)
+        if not p.exists():
+            raise DataError(f"{p}: no such file or directory; {HOW_TO_GET_DATA}")
+        return p
+    env = os.environ.get("FMNIST_DATA")
+    if env:
+        p = Path(env)
+        if not p.exists():
+            raise DataError(f"FMNIST_DATA={env}: no such file or directory")
+        return p
+    for d in DEFAULT_DATA_DIRS:
+        if has_data(Path(d)):
+            return Path(d)
+    raise DataError(f"no Fashion-MNIST data found in {', '.join(DEFAULT_DATA_DIRS)}; {HOW_TO_GET_DATA}")
+
+
+def _read_file(p: Path) -> tuple[RawSplit, RawSplit | None]:
+    suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
+    if p.suffix.lower() == ".csv":
+        return read_csv(p), None
+    if p.suffix.lower() == ".npz":
+        return read_npz(p)
+    raise DataError(f"{p}: unsupported data file type '{suffix}' (use an IDX directory, a .csv or a .npz)")
+
+
+def read_raw(data: str | os.PathLike | None = None,
+             test_data: str | os.PathLike | None = None) -> tuple[RawSplit, RawSplit | None, str]:
+    """Read train and (if present) test splits from any supported source; returns (train, test, source)."""
+    p = locate(data)
+    if p.is_dir():
+        idx = _idx_in(p)
+        if idx and "train" in idx:
+            train = read_idx_pair(*idx["train"])
+            test = read_idx_pair(*idx["test"]) if "test" in idx else None
+        elif (csvs := _csvs_in(p)) is not None:
+            train = read_csv(csvs[0])
+            test = read_csv(csvs[1]) if csvs[1] else None
+        elif npz := sorted(p.glob("*.npz")):
+            train, test = read_npz(npz[0])
+        else:
+            raise DataError(f"{p}: no data here (looked for train-images-idx3-ubyte[.gz], *train*.csv, *.npz); "
+                            f"{HOW_TO_GET_DATA}")
+    else:
+        train, test = _read_file(p)
+    if test_data is not None:
+        tp = Path(test_data)
+        if not tp.exists():
+            raise DataError(f"{tp}: no such file or directory")
+        if tp.is_dir():
+            test, _, _ = read_raw(tp)
+        else:
+            t_train, t_test = _read_file(tp)
+            test = t_test if t_test is not None else t_train
+    return train, test, str(p)
+
+
+def read_class_names(source: str | os.PathLike) -> tuple[str, ...]:
+    """Class names: a `classes.txt` beside the data (one per line, 10 lines) or Fashion-MNIST's."""
+    p = Path(source)
+    f = (p if p.is_dir() else p.parent) / "classes.txt"
+    if f.is_file():
+        names = tuple(line.strip() for line in f.read_text().splitlines() if line.strip())
+        if len(names) != 10:
+            raise DataError(f"{f}: {len(names)} class names, expected 10 (one per line)")
+        return names
+    return FASHION_CLASSES

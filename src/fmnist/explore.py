@@ -1,0 +1,61 @@
+"""The data audit as files: data_report.json, a printed summary and the pictures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fmnist.data import Dataset
+from fmnist.io import write_json
+
+SUMMARY_ROWS = (
+    ("rows read", "rows_read"),
+    ("rows with missing values", "rows_with_missing_values"),
+    ("rows with invalid values", "rows_with_invalid_values"),
+    ("exact duplicates removed", "duplicates_removed"),
+    ("conflicting duplicates removed", "conflicting_duplicates_removed"),
+    ("also in test, removed", "overlap_removed"),
+    ("rows kept", "rows_kept"),
+)
+
+
+def describe_data(ds: Dataset, out_dir: str | os.PathLike | None, plots: bool = True) -> dict:
+    """Write data_report.json and the data pictures into out_dir (if given); return the report."""
+    report = ds.report()
+    if out_dir is None:
+        return report
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = []
+    if plots:
+        from fmnist import plots as P
+
+        counts = {name: a.class_counts for name, a in ds.audit.items()}
+        pictures.append(P.class_distribution(counts, out / "class_distribution.png"))
+        pictures.append(P.sample_grid(ds.train.images, ds.train.labels, ds.class_names, out / "samples.png"))
+        pictures.append(P.mean_images(ds.train.images, ds.train.labels, ds.class_names, out / "mean_images.png"))
+        pictures.append(P.pixel_histogram(ds.train.images, out / "pixel_histogram.png"))
+    report["pictures"] = [p.name for p in pictures]
+    write_json(out / "data_report.json", report)
+    return report
+
+
+def format_summary(report: dict) -> str:
+    """A readable table of the audit."""
+    splits = [s for s in ("train", "test") if s in report]
+    w = max(len(r[0]) for r in SUMMARY_ROWS) + 2
+    lines = [f"data: {report['source']}" + ("" if report["cleaned"] else "  (--no-clean: nothing dropped)"),
+             " " * w + "".join(f"{s:>10}" for s in splits)]
+    for label, key in SUMMARY_ROWS:
+        lines.append(f"{label:<{w}}" + "".join(f"{report[s][key]:>10,}" for s in splits))
+    lines.append(f"{'balanced classes':<{w}}" + "".join(f"{'yes' if report[s]['balanced'] else 'NO':>10}"
+                                                     for s in splits))
+    lines.append(f"train/test overlap (images in both): {report['train_test_overlap']}")
+    names = list(report[splits[0]]["class_counts"])
+    lines.append("class counts (after cleaning):")
+    for n in names:
+        lines.append(f"  {n:<{w - 2}}" + "".join(f"{report[s]['class_counts'][n]:>10,}" for s in splits))
+    for s in splits:
+        for problem, ex in report[s]["examples"].items():
+            lines.append(f"{s} {problem.replace('_', ' ')}: " + "; ".join(ex[:3]))
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""The model registry: every architecture is a small factory `name(num_classes=10, **params) -> nn.Module`.
+
+Contract for every model: input (B, 1, 28, 28) float (normalized pixels), output (B, num_classes) logits.
+A model may carry `l2: float`, a Keras-style kernel regularizer that the training loop adds to the loss
+(l2 * sum of squared weights of its dense and conv layers).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from fmnist.errors import FmnistError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a model."""
+
+    name: str
+    family: str
+    description: str
+    factory: Callable[..., nn.Module]
+    pretrained: bool = False  # transfer-learning model: takes `weights=`
+    seed_accuracy: float | None = None  # the seed project's published test accuracy for this model
+    recipe: dict | None = None  # the seed's training recipe (TrainConfig fields)
+
+    def defaults(self) -> dict[str, Any]:
+        """The factory's parameters and their defaults."""
+        sig = inspect.signature(self.factory)
+        return {k: v.default for k, v in sig.parameters.items() if v.default is not inspect.Parameter.empty}
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(family: str, description: str, pretrained: bool = False, seed_accuracy: float | None = None,
+                   recipe: dict | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: add a factory to the registry under its function name."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, description, fn, pretrained, seed_accuracy, recipe)
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    from fmnist.models import cnn, mlp, resnet, transfer  # noqa: F401  (registers the factories)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered models (optionally of one family)."""
+    _ensure_loaded()
+    return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry of `name`; an unknown name lists the known ones."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise FmnistError(f"unknown model '{name}'; known models: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, num_classes: int = 10, **params: Any) -> nn.Module:
+    """Build a registered model; unknown parameters get an error that lists the known ones."""
+    info = model_info(name)
+    known = info.defaults()
+    unknown = set(params) - set(known)
+    if unknown:
+        raise FmnistError(f"model '{name}' has no parameter {', '.join(sorted(unknown))}; "
+                          f"its parameters: {', '.join(k for k in known if k != 'num_classes') or 'none'}")
+    try:
+        return info.factory(num_classes=num_classes, **params)
+    except (ValueError, TypeError) as e:
+        raise FmnistError(f"model '{name}': {e}") from None
+
+
+def activation(name: str) -> nn.Module:
+    """An activation layer by its Keras-style name."""
+    table = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU, "selu": nn.SELU,
+             "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "silu": nn.SiLU, "softplus": nn.Softplus}
+    if name not in table:
+        raise ValueError(f"unknown activation '{name}' (choose from {', '.join(table)})")
+    return table[name]()
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = ["ModelInfo", "activation", "count_parameters", "create_model", "list_models", "model_info",
+           "register_model"]

@@ -1,0 +1,164 @@
+"""Pictures from arrays and result dicts (never from models). Every function writes one PNG atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from fmnist.io import save_figure  # noqa: E402
+
+PathLike = str | os.PathLike
+
+
+def class_distribution(counts: dict[str, dict[str, int]], path: PathLike) -> Path:
+    """Bar charts of class counts, one panel per split ({'train': {name: n}, 'test': {...}})."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 4), squeeze=False)
+    for ax, (split, c) in zip(axes[0], counts.items(), strict=True):
+        names, values = list(c), list(c.values())
+        bars = ax.bar(range(len(names)), values, color="tab:blue")
+        ax.bar_label(bars, fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_title(f"{split}: {sum(values):,} images")
+        ax.set_ylabel("images")
+    fig.suptitle("Class distribution")
+    return save_figure(fig, path)
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike,
+                per_class: int = 8, seed: int = 0) -> Path:
+    """A grid of sample images, one row per class, with the class name."""
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95))
+    for c in range(k):
+        idx = np.flatnonzero(labels == c)
+        pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.axis("off")
+            if j < len(pick):
+                ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
+        axes[c, 0].text(-3, 14, class_names[c], ha="right", va="center", fontsize=8)
+    fig.suptitle("Sample images per class")
+    return save_figure(fig, path)
+
+
+def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike) -> Path:
+    """The mean image of each class as a heatmap."""
+    k = len(class_names)
+    fig, axes = plt.subplots(2, (k + 1) // 2, figsize=(2 * ((k + 1) // 2), 4.4))
+    for c, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if c < k:
+            sel = images[labels == c]
+            m = sel.mean(axis=0) if len(sel) else np.zeros(images.shape[1:])
+            ax.imshow(m, cmap="inferno", vmin=0, vmax=255)
+            ax.set_title(class_names[c], fontsize=8)
+    fig.suptitle("Mean image per class")
+    return save_figure(fig, path)
+
+
+def pixel_histogram(images: np.ndarray, path: PathLike) -> Path:
+    """Histogram of pixel intensities (log scale: most pixels are background)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    counts = np.bincount(images.reshape(-1), minlength=256)
+    ax.bar(np.arange(256), counts, width=1.0, color="tab:gray")
+    ax.set_yscale("log")
+    ax.set_xlabel("pixel value (0 = background)")
+    ax.set_ylabel("pixels (log)")
+    ax.set_title(f"Pixel intensities: mean {images.mean():.1f}, {100 * (counts[0] / counts.sum()):.0f}% zeros")
+    return save_figure(fig, path)
+
+
+def learning_curves(history: dict[str, Sequence[float]], path: PathLike, title: str = "") -> Path:
+    """Train/val loss and accuracy vs epoch; marks the epoch of lowest validation loss."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ep = history["epoch"]
+    a1.plot(ep, history["train_loss"], "o-", label="train", ms=3)
+    a1.plot(ep, history["val_loss"], "o-", label="validation", ms=3)
+    a2.plot(ep, history["train_acc"], "o-", label="train", ms=3)
+    a2.plot(ep, history["val_acc"], "o-", label="validation", ms=3)
+    if len(history["val_loss"]):
+        best = int(np.argmin(history["val_loss"]))
+        a1.axvline(ep[best], color="gray", ls=":", label=f"lowest val loss (epoch {ep[best]})")
+    a1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    a2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    a1.legend()
+    a2.legend()
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike, title: str = "") -> Path:
+    """Curves of all folds on one figure: train loss, val loss, val accuracy."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for i, h in enumerate(histories):
+        axes[0].plot(h["epoch"], h["train_loss"], label=f"fold {i + 1}")
+        axes[1].plot(h["epoch"], h["val_loss"], label=f"fold {i + 1}")
+        axes[2].plot(h["epoch"], h["val_acc"], label=f"fold {i + 1}")
+    for ax, t in zip(axes, ("train loss", "validation loss", "validation accuracy"), strict=True):
+        ax.set(xlabel="epoch", title=t)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str], path: PathLike, title: str = "") -> Path:
+    """Confusion matrix (rows: true class, columns: predicted), with counts in each cell."""
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (test set)")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    return save_figure(fig, path)
+
+
+def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
+                  class_names: Sequence[str], path: PathLike, n: int = 32) -> Path:
+    """A gallery of misclassified images, most confident mistakes first."""
+    wrong = np.flatnonzero(true != pred)
+    wrong = wrong[np.argsort(-conf[wrong])][:n]
+    cols = 8
+    rows = max(1, (len(wrong) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.85), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"true: {class_names[true[i]]}\npred: {class_names[pred[i]]}\n{conf[i]:.0%}", fontsize=7)
+    fig.suptitle(f"Misclassified test images ({len(np.flatnonzero(true != pred))} in all; most confident first)")
+    return save_figure(fig, path)
+
+
+def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike, xlabel: str = "test accuracy",
+                reference: dict[str, float] | None = None, title: str = "") -> Path:
+    """Horizontal bars of one metric per entry, with optional reference marks (e.g. a seed's figure)."""
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+    y = np.arange(len(names))
+    bars = ax.barh(y, values, color="tab:blue", label="fmnist")
+    ax.bar_label(bars, labels=[f"{v:.2%}" for v in values], fontsize=8, padding=2)
+    if reference:
+        for i, n in enumerate(names):
+            if n in reference:
+                ax.plot(reference[n], i, "r|", ms=18, mew=2, label="seed's figure" if i == 0 else None)
+    lo = min(list(values) + list((reference or {}).values()) + [1.0])
+    ax.set_xlim(max(0.0, lo - 0.05), 1.0)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return save_figure(fig, path)
