@@ -56,8 +56,152 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word: a string
+
+
+def _parse_sets(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise FmnistError(f"--set {item!r}: expected key=value, e.g. --set activation=tanh")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v.strip())
+    return out
+
+
+_TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "l2",
+                 "label_smoothing", "schedule", "warmup_epochs", "patience", "val_fraction", "augment", "ema",
+                 "tta", "seed", "device", "precision", "channels_last")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (defaults: the model's seed recipe, see `fmnist models`)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"))
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--momentum", type=float, help="sgd / rmsprop momentum (default 0.9)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="sgd: Nesterov momentum")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--l2", type=float, help="Keras-style L2 penalty on dense/conv weights, added to the loss")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--schedule", choices=("constant", "cosine", "onecycle"))
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--patience", type=int, help="early stopping on validation loss; restores the best weights")
+    g.add_argument("--val-fraction", type=float, help="stratified validation holdout (default 0.2)")
+    g.add_argument("--augment", metavar="OPS", help="comma list of crop, flip, rotate, erase")
+    g.add_argument("--ema", type=float, help="weight EMA decay, e.g. 0.999 (0 = off)")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation (image + mirror)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto | cpu | cuda (default auto)")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where the hardware has it")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a model parameter, e.g. --set activation=tanh --set dense_units=96 (repeatable)")
+    g.add_argument("--no-recipe", action="store_true",
+                   help="start from fmnist's generic defaults instead of the model's seed recipe")
+
+
+def train_config_from_args(model: str, args: argparse.Namespace) -> object:
+    """TrainConfig: the model's seed recipe, overridden by the options given."""
+    from fmnist.models import model_info
+    from fmnist.train import TrainConfig
+
+    info = model_info(model)
+    base = {} if args.no_recipe else dict(info.recipe or {})
+    for f in _TRAIN_FIELDS:
+        v = getattr(args, f, None)
+        if v is not None:
+            base[f] = v
+    return TrainConfig(model=model, model_params=_parse_sets(args.set), **base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fmnist.run import default_run_dir, train_run
+
+    config = train_config_from_args(args.model, args)
+    ds = _load(args)
+    out = args.out or default_run_dir(args.model)
+    metrics = train_run(config, ds, out, progress=not args.quiet)
+    print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
+    return 130 if metrics.get("interrupted") else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fmnist.run import evaluate_run
+
+    ds = _load(args)
+    m = evaluate_run(args.run_dir, ds, args.out)
+    print(f"{m['model']} on {m['data']} ({m['split']}, {m['n']:,} images): accuracy {m['accuracy']:.4f}, "
+          f"loss {m['loss']:.4f}, macro F1 {m['macro_f1']:.4f}")
+    print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for name, v in m["per_class"].items():
+        print(f"{name:<14}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>9}")
+    print("most confused: " + "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
+                                        for p in m["most_confused"]))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from fmnist.predict import Predictor, load_inputs
+
+    predictor = Predictor(args.run_dir)
+    results, failed = [], 0
+    for f in args.files:
+        try:
+            x, names = load_inputs(f, invert=args.invert)
+        except FmnistError as e:
+            print(f"fmnist: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        for p in predictor.predict(x, names):
+            results.append(p)
+            if not args.json:
+                print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3)))
+    if args.json:
+        print(json.dumps([{"file": p.name, "label": p.label, "index": p.index, "top3": p.top(3),
+                           "probabilities": p.probabilities} for p in results], indent=2))
+    return 2 if failed else 0
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
+                       description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
+                                   "data, validate each epoch, evaluate once on the test set and write a run "
+                                   "directory. Defaults are the model's seed recipe.")
+    p.add_argument("model", metavar="MODEL")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-TIMESTAMP)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved run on a dataset",
+                       description="Accuracy, loss, per-class precision/recall/F1, confusion matrix and "
+                                   "misclassified examples of a saved run on a dataset's test split.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    _add_data_args(p)
+    p.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/evaluation)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict the class of images, .npy arrays or CSV rows",
+                       description="Top-3 classes for each input: PNG/JPEG of any size or colour (made 28x28 "
+                                   "grayscale), .npy arrays (28x28, N x 784, ...) and CSV rows of 784 pixels.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="dark-on-light photos need inverting: auto decides from the image border")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,6 +123,8 @@ def to_input(images: np.ndarray | object, device: object = None) -> object:
     """uint8 images (N, 28, 28) or (N, 1, 28, 28) -> normalized float tensor (N, 1, 28, 28)."""
     import torch
 
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # e.g. a read-only view of decoded bytes
     x = torch.as_tensor(images, device=device)
     if x.ndim == 3:
         x = x.unsqueeze(1)

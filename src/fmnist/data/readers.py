@@ -157,7 +157,7 @@ def read_csv(path: str | os.PathLike) -> RawSplit:
     names = ["label", *[str(c) for c in pixel_cols]]
     missing_cells = ordered.isna().to_numpy()  # empty cells, before coercion
     nonnumeric = np.zeros(ordered.shape, dtype=bool)
-    object_cols = [j for j, dt in enumerate(ordered.dtypes) if dt == object]
+    object_cols = [j for j, dt in enumerate(ordered.dtypes) if not pd.api.types.is_numeric_dtype(dt)]
     if object_cols:  # a column with any text cell: coerce it, and report the cells that were not numbers
         ordered = ordered.copy()
         for j in object_cols:

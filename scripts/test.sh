@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set everything up on a fresh machine, lint, and run the test suite (what .ci/run calls).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+.venv/bin/ruff check src tests
+set +e
+.venv/bin/python -m pytest -q "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "test.sh: pytest collected no tests: failing" >&2; exit 1; fi
+exit "$rc"

@@ -1,0 +1,65 @@
+"""Pure metric functions on arrays (checked against scikit-learn in the tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_loss(y_true: np.ndarray, logits: np.ndarray) -> float:
+    """Mean cross-entropy of integer labels under the logits."""
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y_true)), y_true].mean())
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) counts, rows true class, columns predicted."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def per_class(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(float)
+    pred = cm.sum(axis=0).astype(float)
+    true = cm.sum(axis=1).astype(float)
+    prec = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
+    rec = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    return {n: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(true[i])}
+            for i, n in enumerate(class_names)}
+
+
+def confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 5) -> list[dict]:
+    """The most frequent (true, predicted) mistakes."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None)[:top]
+    return [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j])}
+            for i, j in zip(*np.unravel_index(order, off.shape), strict=True) if off[i, j] > 0]
+
+
+def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Accuracy, loss, per-class scores, confusion matrix and most-confused pairs."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    pred = logits.argmax(axis=1)
+    cm = confusion_matrix(y_true, pred, len(class_names))
+    pc = per_class(cm, class_names)
+    return {
+        "accuracy": float((pred == y_true).mean()),
+        "loss": log_loss(y_true, logits),
+        "macro_f1": float(np.mean([v["f1"] for v in pc.values()])),
+        "per_class": pc,
+        "confusion_matrix": cm.tolist(),
+        "most_confused": confused_pairs(cm, class_names),
+        "n": int(len(y_true)),
+    }

@@ -1,0 +1,151 @@
+"""Prediction on new inputs: images of any size and colour, .npy arrays and CSV rows."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmnist.errors import DataError
+
+MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
+
+
+def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: str = "image") -> np.ndarray:
+    """Any PNG/JPEG -> (28, 28) uint8, light object on dark background like Fashion-MNIST.
+
+    invert: 'auto' inverts dark-on-light pictures (bright border), 'yes' always, 'no' never.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        src = io.BytesIO(data) if isinstance(data, bytes) else Path(data)
+        with Image.open(src) as im:
+            im.load()
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{name}: image of {im.width}x{im.height} pixels is over the limit")
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im.convert("RGBA"))
+            g = im.convert("L")
+    except DataError:
+        raise
+    except Image.DecompressionBombError:
+        raise DataError(f"{name}: image is over the pixel limit ({MAX_IMAGE_PIXELS:,})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{name}: not a readable image ({str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    a = np.asarray(g, dtype=np.uint8)
+    if invert == "yes" or (invert == "auto" and _border_mean(a) > 127):
+        a = 255 - a
+    # fit into 28x28 keeping the aspect ratio, centred on black
+    g = Image.fromarray(a)
+    g.thumbnail((28, 28), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(g, ((28 - g.width) // 2, (28 - g.height) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
+
+
+def _border_mean(a: np.ndarray) -> float:
+    return float(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean())
+
+
+def pixels_to_array(values: object, name: str = "pixels") -> np.ndarray:
+    """784 values or a 28x28 array (0..255) -> (N, 28, 28) uint8; one image or a batch."""
+    a = np.asarray(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values.astype(np.float64)
+    if a.shape == (784,) or a.shape == (28, 28):
+        a = a.reshape(1, 28, 28)
+    elif a.ndim == 2 and a.shape[1] == 784:
+        a = a.reshape(-1, 28, 28)
+    elif a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 3 or a.shape[1:] != (28, 28):
+        raise DataError(f"{name}: shape {a.shape}; expected 784 values, 28x28, (N, 784) or (N, 28, 28)")
+    if not np.isfinite(a).all():
+        raise DataError(f"{name}: values must be numbers (found NaN or infinity)")
+    if a.min() < 0 or a.max() > 255:
+        raise DataError(f"{name}: values must be in 0..255 (found {a.min():g}..{a.max():g})")
+    return np.rint(a).astype(np.uint8)
+
+
+def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarray, list[str]]:
+    """Images (N, 28, 28) uint8 and a name per image from an image, .npy or .csv file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise DataError(f"{p}: not a readable .npy file ({e})") from None
+        x = pixels_to_array(arr, str(p))
+        return x, [str(p)] if len(x) == 1 else [f"{p}[{i}]" for i in range(len(x))]
+    if suffix == ".csv":
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(p, header=None)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            raise DataError(f"{p}: not a readable CSV ({str(e).strip() or 'empty'})") from None
+        if len(df) and not pd.api.types.is_numeric_dtype(df.iloc[:, -1]):
+            raise DataError(f"{p}: non-numeric cells in the pixel columns")
+        if len(df) and isinstance(df.iat[0, 0], str) and not str(df.iat[0, 0]).strip().lstrip("-").isdigit():
+            df = df.iloc[1:].apply(pd.to_numeric, errors="coerce")  # a header row
+        if df.shape[1] == 785:
+            df = df.iloc[:, 1:]  # label,pixel1..pixel784: the label is ignored
+        if df.shape[1] != 784:
+            raise DataError(f"{p}: rows have {df.shape[1]} values; expected 784 pixels (or label + 784)")
+        if df.isna().any().any():
+            r = int(np.flatnonzero(df.isna().any(axis=1).to_numpy())[0])
+            raise DataError(f"{p}: row {r + 1} has an empty or non-numeric cell")
+        x = pixels_to_array(df.to_numpy(dtype=np.float64), str(p))
+        return x, [f"{p}:{i + 1}" for i in range(len(x))]
+    return image_to_array(p, invert, str(p))[None], [str(p)]
+
+
+@dataclass
+class Prediction:
+    """Top classes of one input."""
+
+    name: str
+    label: str
+    index: int
+    probabilities: dict[str, float]
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The k most probable classes."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+class Predictor:
+    """A saved model loaded once, predicting class probabilities for uint8 images (N, 28, 28)."""
+
+    def __init__(self, run_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu") -> None:
+        from fmnist.train import load_checkpoint
+
+        self.run_dir = Path(run_dir)
+        self.model, self.meta = load_checkpoint(self.run_dir, device=device)
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.backend = backend
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities."""
+        from fmnist.evaluate import softmax
+        from fmnist.train import numpy_logits
+
+        return softmax(numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta"))))
+
+    def predict(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
+        """A Prediction per image."""
+        probs = self.probabilities(images)
+        out = []
+        for name, p in zip(names, probs, strict=True):
+            i = int(p.argmax())
+            out.append(Prediction(name, self.class_names[i], i,
+                                  {c: float(v) for c, v in zip(self.class_names, p, strict=True)}))
+        return out

@@ -1,0 +1,117 @@
+"""A training run as files: config.json, history.csv, model.safetensors, metrics.json and pictures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist.data import Dataset, Split, holdout_split
+from fmnist.evaluate import classification_metrics, softmax
+from fmnist.io import write_json
+from fmnist.train import TrainConfig, fit, load_checkpoint, numpy_logits, save_checkpoint
+
+
+def provenance() -> dict:
+    """Library versions, machine and git revision, saved with every result."""
+    import sklearn
+    import torchvision
+
+    rev = None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from fmnist import __version__
+
+    return {"fmnist": __version__, "git_revision": rev, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def default_run_dir(model: str) -> Path:
+    """runs/<model>-<timestamp>/"""
+    return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def evaluate_model(model: torch.nn.Module, split: Split, class_names: tuple[str, ...], out_dir: Path | None,
+                   tta: bool = False, prefix: str = "test") -> dict:
+    """Metrics of a model on a split; with out_dir, the confusion heatmap and misclassified gallery too."""
+    logits = numpy_logits(model, split.images, tta=tta)
+    m = classification_metrics(split.labels, logits, class_names)
+    if out_dir is not None:
+        from fmnist import plots
+
+        probs = softmax(logits)
+        plots.confusion_heatmap(np.array(m["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png",
+                                title=f"Confusion matrix ({prefix}, accuracy {m['accuracy']:.2%})")
+        plots.misclassified(split.images, split.labels, probs.argmax(1), probs.max(1), class_names,
+                            out_dir / "misclassified.png")
+    return m
+
+
+def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
+              progress: bool = True, log: Any = print, plots: bool = True) -> dict:
+    """Split, train, save and evaluate one model; returns the metrics dict (also metrics.json)."""
+    from fmnist import plots as P
+    from fmnist.models import count_parameters, create_model
+
+    out = Path(out_dir) if out_dir else default_run_dir(config.model)
+    out.mkdir(parents=True, exist_ok=True)
+    tr_idx, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
+    train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
+    n_params = count_parameters(model)
+    write_json(out / "config.json", {**config.to_dict(), "data": {
+        "source": ds.source, "cleaned": ds.cleaned, "train_rows": len(train), "val_rows": len(val),
+        "test_rows": len(ds.test) if ds.test is not None else 0, "class_names": list(ds.class_names)},
+        "parameters": n_params, "provenance": provenance()})
+    log(f"{config.model}: {n_params:,} parameters; {len(train):,} train / {len(val):,} validation images; "
+        f"writing to {out}")
+    hist = fit(model, train, val, config, progress=progress, log=log)
+    save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
+                    extra={"val_accuracy": hist.val_acc[hist.best_epoch - 1 if hist.restored_best else -1]
+                           if hist.val_acc else None})
+    hist.to_csv(out / "history.csv")
+    if plots and hist.epoch:
+        P.learning_curves(hist.as_dict(), out / "learning_curves.png", title=config.model)
+    metrics: dict = {"model": config.model, "parameters": n_params, "train_seconds": hist.train_seconds,
+                     "train_images_per_second": hist.images_per_second, "epochs_run": len(hist.epoch),
+                     "best_epoch": hist.best_epoch, "restored_best": hist.restored_best,
+                     "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
+                     "val_accuracy": (hist.val_acc[hist.best_epoch - 1] if hist.restored_best else hist.val_acc[-1])
+                     if hist.val_acc else None}
+    if ds.test is not None:
+        m = evaluate_model(model, ds.test, ds.class_names, out if plots else None, tta=config.tta)
+        metrics.update({"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_macro_f1": m["macro_f1"],
+                        "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
+                        "most_confused": m["most_confused"], "test_rows": m["n"]})
+        log(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (train {hist.train_seconds:.0f}s, "
+            f"{hist.images_per_second:,.0f} images/s)")
+    metrics["provenance"] = provenance()
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike | None = None,
+                 tta: bool | None = None) -> dict:
+    """Evaluate a saved run on a dataset's test split (or its train split when it has no test split)."""
+    model, meta = load_checkpoint(run_dir)
+    split, which = (ds.test, "test") if ds.test is not None else (ds.train, "train")
+    out = Path(out_dir) if out_dir else Path(run_dir) / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    if tta is None:
+        tta = bool(meta.get("config", {}).get("tta", False))
+    m = evaluate_model(model, split, tuple(meta["class_names"]), out, tta=tta, prefix=which)
+    m.update({"model": meta["model"], "data": ds.source, "split": which, "provenance": provenance()})
+    write_json(out / "metrics.json", m)
+    return m

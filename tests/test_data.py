@@ -1,0 +1,145 @@
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+from conftest import write_csv
+
+from fmnist.cli import main
+from fmnist.data import holdout_split, kfold_splits, load_dataset
+from fmnist.data.readers import read_csv, read_idx
+from fmnist.errors import DataError
+
+
+def test_real_idx_data_loads_and_is_clean():
+    ds = load_dataset()
+    assert ds.train.images.shape == (60000, 28, 28) and ds.train.images.dtype == np.uint8
+    assert ds.test.images.shape == (10000, 28, 28)
+    r = ds.report()
+    assert r["train"]["rows_kept"] == 60000 and r["train"]["duplicates_removed"] == 0
+    assert r["train_test_overlap"] == 0
+    assert all(v == 6000 for v in r["train"]["class_counts"].values())
+
+
+def _dirty_csv(tmp_path, rng):
+    base = rng.integers(0, 256, size=(12, 784))
+    labels = [i % 10 for i in range(12)]
+    rows = [list(r) for r in base]
+    # row 12 duplicates row 0 exactly; row 13 duplicates row 1 with another label (conflict, both dropped)
+    rows.append(list(base[0])); labels.append(labels[0])
+    rows.append(list(base[1])); labels.append((labels[1] + 1) % 10)
+    r = list(rng.integers(0, 256, 784)); r[5] = ""; rows.append(r); labels.append(3)      # empty cell
+    r = list(rng.integers(0, 256, 784)); r[7] = "abc"; rows.append(r); labels.append(4)   # text in a pixel
+    rows.append(list(rng.integers(0, 256, 784))); labels.append(10)                     # label 10
+    r = list(rng.integers(0, 256, 784)); r[0] = 300; rows.append(r); labels.append(2)     # pixel 300
+    return write_csv(tmp_path / "train.csv", labels, rows)
+
+
+def test_audit_counts_known_problems(tmp_path, rng):
+    train = _dirty_csv(tmp_path, rng)
+    test_rows = [list(np.asarray(read_csv(train).images[2]).reshape(-1))]  # train row 2 also in test: leakage
+    test = write_csv(tmp_path / "test.csv", [2], test_rows)
+    ds = load_dataset(train, test)
+    tr = ds.report()["train"]
+    assert tr["rows_read"] == 18
+    assert tr["rows_with_missing_values"] == 1
+    assert tr["rows_with_invalid_values"] == 3
+    assert tr["duplicates_removed"] == 1
+    assert tr["conflicting_duplicates_removed"] == 2
+    assert ds.train_test_overlap == 1
+    assert tr["rows_kept"] == 18 - 1 - 3 - 1 - 2 - 1 == len(ds.train)
+    assert any("pixel8" in e for e in tr["examples"]["non_numeric"])
+
+
+def test_no_clean_refuses_unusable_rows(tmp_path, rng):
+    train = _dirty_csv(tmp_path, rng)
+    with pytest.raises(DataError, match=r"train.csv: line \d+: pixel6 is empty"):
+        load_dataset(train, clean=False)
+
+
+def test_data_command_writes_report_and_pictures(tmp_path, rng):
+    train = _dirty_csv(tmp_path, rng)
+    out = tmp_path / "out"
+    assert main(["data", "--data", str(train), "--out", str(out)]) == 0
+    r = json.loads((out / "data_report.json").read_text())
+    assert r["train"]["duplicates_removed"] == 1 and "test" not in r
+    for png in ("class_distribution.png", "samples.png", "mean_images.png", "pixel_histogram.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _idx(path, magic, dims, payload, gz=True):
+    data = struct.pack(">I", magic) + struct.pack(f">{len(dims)}I", *dims) + payload
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("magic", "bad IDX magic number 0x00000999"),
+    ("truncated", "truncated"),
+    ("counts", "3 images but .* has 2 labels"),
+    ("empty", "empty file"),
+])
+def test_malformed_idx_one_line_exit_2(tmp_path, capsys, case, pattern):
+    im, lb = tmp_path / "train-images-idx3-ubyte.gz", tmp_path / "train-labels-idx1-ubyte.gz"
+    _idx(im, 0x803, (3, 28, 28), bytes(3 * 784))
+    _idx(lb, 0x801, (3,), bytes(3))
+    if case == "magic":
+        _idx(im, 0x999, (3, 28, 28), bytes(3 * 784))
+    elif case == "truncated":
+        _idx(im, 0x803, (3, 28, 28), bytes(2 * 784))
+    elif case == "counts":
+        _idx(lb, 0x801, (2,), bytes(2))
+    elif case == "empty":
+        im.write_bytes(b"")
+    assert main(["data", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    import re
+    assert re.search(pattern, err), err
+
+
+@pytest.mark.parametrize("content, pattern", [
+    ("pixel1,pixel2\n1,2\n", "no 'label' column"),
+    ("label," + ",".join(f"pixel{i}" for i in range(1, 784)) + "\n" + ",".join(["1"] * 784) + "\n",
+     "783 pixel columns, expected 784"),
+    ("", "empty file"),
+])
+def test_malformed_csv_one_line_exit_2(tmp_path, capsys, content, pattern):
+    f = tmp_path / "train.csv"
+    f.write_text(content)
+    assert main(["data", "--data", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert pattern in err and "train.csv" in err and len(err.strip().splitlines()) == 1
+
+
+def test_directory_without_data(tmp_path, capsys):
+    assert main(["data", "--data", str(tmp_path)]) == 2
+    assert "no data here" in capsys.readouterr().err
+
+
+def test_uncompressed_idx_and_npz_agree(tmp_path):
+    x = np.arange(2 * 784, dtype=np.uint8).reshape(2, 28, 28)
+    _idx(tmp_path / "train-images-idx3-ubyte", 0x803, (2, 28, 28), x.tobytes(), gz=False)
+    assert (read_idx(tmp_path / "train-images-idx3-ubyte", 3) == x).all()
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([1, 2]), x_test=255 - x[:1], y_test=np.array([1]))
+    ds = load_dataset(tmp_path / "d.npz")
+    assert (ds.train.images == x).all() and list(ds.test.labels) == [1]
+
+
+def test_csv_round_trip_matches_idx(tmp_path, small_ds):
+    f = write_csv(tmp_path / "train.csv", small_ds.train.labels[:50], small_ds.train.images[:50].reshape(50, -1))
+    raw = read_csv(f)
+    assert (raw.images == small_ds.train.images[:50]).all() and (raw.labels == small_ds.train.labels[:50]).all()
+
+
+def test_splits_are_stratified_and_disjoint(small_ds):
+    y = small_ds.train.labels
+    tr, va = holdout_split(y, 0.2, seed=0)
+    assert len(set(tr) & set(va)) == 0 and len(tr) + len(va) == len(y)
+    assert np.abs(np.bincount(y[va], minlength=10) - 0.2 * np.bincount(y, minlength=10)).max() <= 1
+    folds = kfold_splits(y, 3, seed=0)
+    vals = np.concatenate([v for _, v in folds])
+    assert sorted(vals) == list(range(len(y)))
+    for tr, va in folds:
+        assert len(set(tr) & set(va)) == 0

@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from fmnist.cli import main
+from fmnist.data import subset
+from fmnist.errors import FmnistError
+from fmnist.evaluate import classification_metrics
+from fmnist.models import create_model, list_models, model_info
+from fmnist.train import TrainConfig, augment_batch, fit, load_checkpoint, lr_at, numpy_logits
+
+
+def _make(name):
+    # torchvision backbones build without downloading; EfficientNet-Lite0 uses its real offline weights
+    kw = {"weights": "none"} if model_info(name).pretrained and name != "efficientnet_lite0_tl" else {}
+    return create_model(name, **kw)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_shape_finite_and_gradients(name):
+    torch.manual_seed(0)
+    m = _make(name).train()
+    x = torch.randn(4, 1, 28, 28)
+    y = m(x)
+    assert y.shape == (4, 10) and torch.isfinite(y).all()
+    torch.nn.functional.cross_entropy(y, torch.tensor([0, 1, 2, 3])).backward()
+    for pname, p in m.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_lenet5_has_seed_parameter_count():
+    assert sum(p.numel() for p in create_model("lenet5").parameters()) == 44426
+
+
+def test_unknown_model_and_parameter_are_clear():
+    with pytest.raises(FmnistError, match="known models: .*lenet5"):
+        create_model("lenet6")
+    with pytest.raises(FmnistError, match="no parameter widht"):
+        create_model("lenet5_tuned", widht=3)
+
+
+def test_one_epoch_lowers_loss_and_is_deterministic(small_ds):
+    cfg = TrainConfig(model="lenet5", epochs=2, batch_size=32, lr=2e-3, seed=1)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        m = create_model("lenet5")
+        h = fit(m, small_ds.train, subset(small_ds.test, 100), cfg, progress=False, log=lambda *_: None)
+        runs.append(h)
+    assert runs[0].train_loss[1] < runs[0].train_loss[0]
+    assert runs[0].train_loss == runs[1].train_loss and runs[0].val_loss == runs[1].val_loss
+
+
+def test_early_stopping_restores_best(small_ds):
+    cfg = TrainConfig(model="mlp_tyler", epochs=30, batch_size=64, lr=3e-2, patience=2)
+    m = create_model("mlp_tyler")
+    h = fit(m, small_ds.train, small_ds.test, cfg, progress=False, log=lambda *_: None)
+    assert h.stopped_early and len(h.epoch) < 30
+    assert h.best_epoch == int(np.argmin(h.val_loss)) + 1
+
+
+def test_schedules_and_augmentation():
+    cfg = TrainConfig(lr=1.0, schedule="onecycle")
+    lrs = [lr_at(s, 100, cfg, 10) for s in range(100)]
+    assert max(lrs) == pytest.approx(1.0, abs=0.05) and lrs[-1] < 0.02 and lrs[0] < 0.1
+    cfg = TrainConfig(lr=1.0, schedule="cosine")
+    assert lr_at(0, 100, cfg, 10) == 1.0 and lr_at(99, 100, cfg, 10) < 0.01
+    x = torch.randn(16, 1, 28, 28)
+    out = augment_batch(x, ["crop", "flip", "rotate", "erase"], torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.isfinite(out).all() and not torch.equal(out, x)
+
+
+def test_metrics_agree_with_sklearn(rng):
+    y = rng.integers(0, 10, 500)
+    logits = rng.normal(size=(500, 10)) + 3 * np.eye(10)[y] * (rng.random(500) < 0.7)[:, None]
+    names = [str(i) for i in range(10)]
+    m = classification_metrics(y, logits, names)
+    pred = logits.argmax(1)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert (np.array(m["confusion_matrix"]) == skm.confusion_matrix(y, pred, labels=range(10))).all()
+    p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=range(10), zero_division=0)
+    assert [m["per_class"][n]["f1"] for n in names] == pytest.approx(f)
+    assert [m["per_class"][n]["precision"] for n in names] == pytest.approx(p)
+    assert [m["per_class"][n]["recall"] for n in names] == pytest.approx(r)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert m["loss"] == pytest.approx(skm.log_loss(y, probs, labels=range(10)))
+
+
+def test_train_cli_run_round_trips_and_predicts(tmp_path, small_ds, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "cnn_basic", "--limit", "400", "--test-limit", "200", "--epochs", "1",
+                 "--set", "dense_units=64", "--out", str(out), "--quiet"]) == 0
+    for f in ("config.json", "history.csv", "metrics.json", "model.safetensors", "learning_curves.png",
+              "confusion_matrix.png", "misclassified.png"):
+        assert (out / f).exists(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 10
+    assert json.loads((out / "config.json").read_text())["model_params"] == {"dense_units": 64}
+    model, meta = load_checkpoint(out)
+    assert meta["model"] == "cnn_basic"
+    logits = numpy_logits(model, small_ds.test.images[:200])
+    assert (logits.argmax(1) == small_ds.test.labels[:200]).mean() == pytest.approx(metrics["test_accuracy"])
+    # predict on a PNG, a .npy and a CSV row; an unreadable file is reported and the rest still predicted
+    from PIL import Image
+    Image.fromarray(255 - small_ds.test.images[0]).resize((90, 90)).convert("RGB").save(tmp_path / "photo.png")
+    np.save(tmp_path / "x.npy", small_ds.test.images[:2])
+    (tmp_path / "rows.csv").write_text(",".join(map(str, small_ds.test.images[3].reshape(-1))) + "\n")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    capsys.readouterr()
+    rc = main(["predict", str(out), str(tmp_path / "photo.png"), str(tmp_path / "bad.png"),
+               str(tmp_path / "x.npy"), str(tmp_path / "rows.csv"), "--json"])
+    cap = capsys.readouterr()
+    assert rc == 2 and "bad.png: not a readable image" in cap.err
+    preds = json.loads(cap.out)
+    assert len(preds) == 4 and all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
