@@ -173,6 +173,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    from fmnist.cv import cross_validate, format_cv
+
+    config = train_config_from_args(args.model, args)
+    ds = _load(args)
+    out = args.out or f"runs/cv-{args.model}"
+    summary = cross_validate(config, ds, args.folds, out, progress=not args.quiet)
+    print(format_cv(summary))
+    print(f"wrote {out}/cv.json, fold_curves.png, fold_metrics.png")
+    return 0
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
@@ -184,6 +196,18 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-TIMESTAMP)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="stratified k-fold cross-validation",
+                       description="Train MODEL once per fold of a stratified k-fold split of the training data; "
+                                   "per-fold curves, validation and test accuracy, mean and std. Finished folds "
+                                   "are kept on disk: rerunning with the same --out resumes.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/cv-MODEL)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run on a dataset",
                        description="Accuracy, loss, per-class precision/recall/F1, confusion matrix and "
