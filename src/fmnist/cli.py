@@ -185,6 +185,27 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from fmnist.tune import load_space, tune
+
+    space = load_space(args.space)
+    model = args.model or space.get("model")
+    if not model:
+        raise FmnistError(f"search space '{args.space}' names no model: give MODEL")
+    config = train_config_from_args(model, args)
+    ds = _load(args)
+    out = args.out or f"runs/tune-{model}"
+    r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
+             storage=args.storage, study_name=args.study_name, metric=args.metric, retrain=not args.no_retrain,
+             progress=not args.quiet)
+    print(f"best {r['metric']} {r['best_value']:.4f} with {r['best_params']} "
+          f"({r['n_complete']} complete, {r['n_pruned']} pruned of {r['n_trials']} trials)")
+    if "best_run" in r:
+        print(f"best configuration retrained: test accuracy {r['best_run']['test_accuracy']:.4f}")
+    print(f"wrote {out}/tune.json, trials.csv and plots")
+    return 0
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
@@ -196,6 +217,27 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-TIMESTAMP)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) on Optuna",
+                       description="Search hyperparameters on the validation split (never the test set) with "
+                                   "median pruning; the study lives in an Optuna storage (SQLite in --out by "
+                                   "default) so a stopped search resumes and several processes can share it. "
+                                   "The best configuration is retrained and tested once.")
+    p.add_argument("model", metavar="MODEL", nargs="?", help="default: the preset's model")
+    p.add_argument("--space", default="lr-wd",
+                   help="preset (seed000: seed 000's grid; seed001: seed 001's random search; lr-wd) or TOML file")
+    p.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
+    p.add_argument("--trials", type=int, help="finished trials wanted in the study (default: grid size or 20)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite in --out)")
+    p.add_argument("--study-name", help="default tune-MODEL")
+    p.add_argument("--metric", choices=("val_acc", "val_loss"), default="val_acc")
+    p.add_argument("--no-retrain", action="store_true", help="skip retraining and testing the best configuration")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/tune-MODEL)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("cv", help="stratified k-fold cross-validation",
                        description="Train MODEL once per fold of a stratified k-fold split of the training data; "

@@ -248,11 +248,12 @@ def _frozen_features(model: nn.Module, augment: bool) -> bool:
 
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
-        progress: bool = True, log: Any = print) -> History:
+        progress: bool = True, log: Any = print, on_epoch: Any = None) -> History:
     """Train `model` on `train`, validating on `val` after each epoch. Returns the History.
 
     Ctrl-C stops after the current step and returns what was done (History.interrupted). With patience > 0,
     training stops when validation loss has not improved for that many epochs and the best weights are restored.
+    `on_epoch(epoch, val_loss, val_acc)`, if given, is called after each epoch (a tuner prunes from it).
     """
     from tqdm.auto import tqdm
 
@@ -358,6 +359,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             log(f"epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                 f"val loss {val_loss:.4f} acc {val_acc:.4f}  {hist.seconds[-1]:.1f}s"
                 + ("  (best)" if hist.best_epoch == epoch and x_va is not None else ""))
+            if on_epoch is not None:
+                on_epoch(epoch, val_loss, val_acc)
             if config.patience and since_best >= config.patience:
                 hist.stopped_early = True
                 log(f"early stop: validation loss has not improved for {config.patience} epochs "

@@ -1,0 +1,245 @@
+"""Hyperparameter search on Optuna: grid, random and TPE over a validation split, never the test set.
+
+A search space is a TOML file or a named preset:
+
+    [params.lr]            # a TrainConfig field ...
+    type = "float"
+    low = 1e-4
+    high = 1e-2
+    log = true
+    [params.dense_units]   # ... or any other name: a model parameter
+    type = "int"
+    low = 64
+    high = 128
+    step = 16
+    [params.activation]
+    type = "categorical"
+    choices = ["relu", "tanh"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist.data import Dataset, holdout_split
+from fmnist.errors import FmnistError
+from fmnist.io import write_json
+from fmnist.train import TrainConfig, fit
+
+# seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
+PRESETS: dict[str, dict] = {
+    "seed000": {
+        "model": "cnn_seed000",
+        "params": {
+            "batch_size": {"type": "categorical", "choices": [128, 500]},
+            "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+            "lr": {"type": "categorical", "choices": [1e-3, 1e-2]},
+            "momentum": {"type": "categorical", "choices": [0.0, 0.9]},
+        },
+    },
+    "seed001": {
+        "model": "lenet5_tuned",
+        "params": {
+            "dense_units": {"type": "int", "low": 64, "high": 128, "step": 16},
+            "lr": {"type": "categorical", "choices": [1e-2, 1e-3]},
+        },
+    },
+    "lr-wd": {
+        "params": {
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
+        },
+    },
+}
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "model_params"}
+
+
+def load_space(spec: str) -> dict:
+    """A preset name or a TOML file -> {'params': {...}, 'model': optional}."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    p = Path(spec)
+    if not p.is_file():
+        raise FmnistError(f"search space '{spec}': neither a preset ({', '.join(PRESETS)}) nor a file")
+    try:
+        space = tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise FmnistError(f"{p}: not valid TOML ({e})") from None
+    params = space.get("params")
+    if not isinstance(params, dict) or not params:
+        raise FmnistError(f"{p}: needs a [params.NAME] table for each parameter to search")
+    for name, d in params.items():
+        t = d.get("type") if isinstance(d, dict) else None
+        need = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}.get(t)
+        if need is None:
+            raise FmnistError(f"{p}: params.{name}.type must be float, int or categorical (got {t!r})")
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise FmnistError(f"{p}: params.{name} needs {', '.join(missing)}")
+    return space
+
+
+def _suggest(trial: Any, name: str, d: dict) -> Any:
+    if d["type"] == "float":
+        return trial.suggest_float(name, d["low"], d["high"], log=d.get("log", False))
+    if d["type"] == "int":
+        return trial.suggest_int(name, d["low"], d["high"], step=d.get("step", 1), log=d.get("log", False))
+    return trial.suggest_categorical(name, d["choices"])
+
+
+def apply_params(base: TrainConfig, params: dict) -> TrainConfig:
+    """base with TrainConfig fields replaced and other names set as model parameters."""
+    cfg = {k: v for k, v in params.items() if k in _CONFIG_FIELDS}
+    model = {k: v for k, v in params.items() if k not in _CONFIG_FIELDS}
+    return dataclasses.replace(base, **cfg, model_params={**base.model_params, **model})
+
+
+def _sampler(name: str, space: dict, seed: int) -> Any:
+    import optuna
+
+    if name == "grid":
+        grid = {}
+        for k, d in space["params"].items():
+            if d["type"] == "categorical":
+                grid[k] = list(d["choices"])
+            elif d["type"] == "int":
+                grid[k] = list(range(d["low"], d["high"] + 1, d.get("step", 1)))
+            else:
+                raise FmnistError(f"grid search needs discrete values: give params.{k} as categorical choices")
+        return optuna.samplers.GridSampler(grid, seed=seed), math.prod(len(v) for v in grid.values())
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed), None
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed), None
+    raise FmnistError(f"sampler '{name}' unknown; choose from grid, random, tpe")
+
+
+def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike, sampler: str = "tpe",
+         trials: int | None = None, timeout: float | None = None, storage: str | None = None,
+         study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
+         log: Any = print) -> dict:
+    """Run (or resume, or join) a study; write trials.csv, tune.json and plots; retrain the best config."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    study_name = study_name or f"tune-{base.model}"
+    smp, grid_size = _sampler(sampler, space, base.seed)
+    if trials is None:
+        trials = grid_size or 20
+    direction = "maximize" if metric == "val_acc" else "minimize"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(storage=storage, study_name=study_name, sampler=smp, direction=direction,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+                                    load_if_exists=True)
+    except (ImportError, ValueError) as e:
+        raise FmnistError(f"cannot open Optuna storage {storage}: {e}") from None
+    tr_idx, va_idx = holdout_split(ds.train.labels, base.val_fraction, base.seed)
+    train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
+
+    def objective(trial: optuna.Trial) -> float:
+        from fmnist.models import create_model
+
+        params = {k: _suggest(trial, k, d) for k, d in space["params"].items()}
+        cfg = apply_params(base, params)
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.model, num_classes=len(ds.class_names), **cfg.model_params)
+
+        def report(epoch: int, val_loss: float, val_acc: float) -> None:
+            trial.report(val_acc if metric == "val_acc" else val_loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report)
+        if h.interrupted:
+            raise KeyboardInterrupt
+        value = max(h.val_acc) if metric == "val_acc" else min(h.val_loss)
+        log(f"trial {trial.number}: {params} -> {metric} {value:.4f} ({h.train_seconds:.0f}s)")
+        return value
+
+    done = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    if done:
+        log(f"study '{study_name}' in {storage}: {done} trial(s) already finished; resuming")
+    remaining = max(0, trials - done)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(),
+                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    if not complete:
+        raise FmnistError(f"study '{study_name}' has no completed trial")
+    df = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+    from fmnist.io import atomic_path
+
+    with atomic_path(out / "trials.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    _plots(study, space, out, metric)
+    best_cfg = apply_params(base, study.best_params)
+    result: dict = {"study_name": study_name, "storage": storage, "sampler": sampler, "metric": metric,
+                    "n_trials": len(study.trials), "n_complete": len(complete),
+                    "n_pruned": len(study.get_trials(states=(TrialState.PRUNED,))),
+                    "best_value": study.best_value, "best_params": study.best_params,
+                    "best_config": best_cfg.to_dict()}
+    if retrain:
+        from fmnist.run import train_run
+
+        log(f"retraining the best configuration {study.best_params} and testing it once")
+        m = train_run(best_cfg, ds, out / "best", progress=progress, log=log)
+        result["best_run"] = {k: m.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy", "train_seconds")}
+    write_json(out / "tune.json", result)
+    return result
+
+
+def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    from fmnist.io import save_figure
+
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    values = np.array([t.value for t in trials])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([t.number for t in trials], values, "o", label="trial")
+    best = np.maximum.accumulate(values) if study.direction.name == "MAXIMIZE" else np.minimum.accumulate(values)
+    ax.plot([t.number for t in trials], best, "-", label="best so far")
+    ax.set(xlabel="trial", ylabel=metric, title="Optimization history")
+    ax.legend()
+    save_figure(fig, out / "optimization_history.png")
+    names = list(space["params"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+    for ax, n in zip(axes[0], names, strict=True):  # validation metric vs each parameter (seed 004's sweeps)
+        xs = [t.params.get(n) for t in trials]
+        if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
+            ax.plot(xs, values, "o")
+            if space["params"][n].get("log"):
+                ax.set_xscale("log")
+        else:
+            cats = sorted({str(x) for x in xs})
+            ax.plot([cats.index(str(x)) for x in xs], values, "o")
+            ax.set_xticks(range(len(cats)), cats)
+        ax.set(xlabel=n, ylabel=metric)
+    fig.suptitle(f"{metric} vs each parameter")
+    save_figure(fig, out / "params.png")
+    if len(trials) >= 3 and len(names) > 1:
+        import optuna
+
+        try:
+            imp = optuna.importance.get_param_importances(study)
+        except (RuntimeError, ValueError):
+            return
+        fig, ax = plt.subplots(figsize=(6, 0.4 * len(imp) + 1.2))
+        ax.barh(list(imp)[::-1], list(imp.values())[::-1], color="tab:purple")
+        ax.set(xlabel="importance (fANOVA)", title="Parameter importances")
+        save_figure(fig, out / "param_importances.png")

@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from fmnist.cli import main
+from fmnist.errors import FmnistError
+from fmnist.tune import load_space
+
+
+def test_seed001_random_search_resumes_from_storage(tmp_path, capsys):
+    out = tmp_path / "tune"
+    base = ["tune", "--space", "seed001", "--sampler", "random", "--limit", "300", "--test-limit", "100",
+            "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(base + ["--trials", "2", "--no-retrain"]) == 0
+    r = json.loads((out / "tune.json").read_text())
+    assert r["n_trials"] == 2 and set(r["best_params"]) == {"dense_units", "lr"}
+    assert 64 <= r["best_params"]["dense_units"] <= 128
+    capsys.readouterr()
+    assert main(base + ["--trials", "3"]) == 0  # same storage: one more trial, then the retrain
+    out_text = capsys.readouterr().out
+    r = json.loads((out / "tune.json").read_text())
+    assert r["n_trials"] == 3 and 0 <= r["best_run"]["test_accuracy"] <= 1
+    assert "2 trial(s) already finished" in out_text
+    for f in ("trials.csv", "optimization_history.png", "params.png", "best/metrics.json"):
+        assert (out / f).exists(), f
+
+
+def test_space_file_errors_are_clear(tmp_path):
+    f = tmp_path / "space.toml"
+    f.write_text("[params.lr]\ntype = 'float'\nlow = 0.001\n")
+    with pytest.raises(FmnistError, match="params.lr needs high"):
+        load_space(str(f))
+    with pytest.raises(FmnistError, match="neither a preset"):
+        load_space("nope")
