@@ -183,3 +183,19 @@ def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path
     a2.legend()
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], path: PathLike,
+                         title: str = "") -> Path:
+    """Each row: an original image, then several augmented versions of it. Arrays (N, 28, 28), any scale."""
+    n, k = len(original), len(augmented)
+    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.1), squeeze=False)
+    for i in range(n):
+        for j, img in enumerate([original[i]] + [a[i] for a in augmented]):
+            ax = axes[i, j]
+            ax.imshow(img, cmap="gray_r")
+            ax.axis("off")
+            if i == 0:
+                ax.set_title("original" if j == 0 else f"aug {j}", fontsize=7)
+    fig.suptitle(title or "Augmented training samples")
+    return save_figure(fig, path)

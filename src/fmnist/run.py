@@ -58,6 +58,18 @@ def evaluate_model(model: torch.nn.Module, split: Split, class_names: tuple[str,
     return m
 
 
+def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0) -> Path:
+    """A gallery of what `--augment spec` does to a few training images."""
+    from fmnist import plots
+    from fmnist.data import to_input
+    from fmnist.train import augment_batch, augment_ops
+
+    g = torch.Generator().manual_seed(seed)
+    x = to_input(images)
+    aug = [augment_batch(x, augment_ops(spec), g)[:, 0].numpy() for _ in range(7)]
+    return plots.augmentation_gallery(x[:, 0].numpy(), aug, path, title=f"--augment {spec}")
+
+
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
               progress: bool = True, log: Any = print, plots: bool = True) -> dict:
     """Split, train, save and evaluate one model; returns the metrics dict (also metrics.json)."""
@@ -77,6 +89,8 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
         "parameters": n_params, "provenance": provenance()})
     log(f"{config.model}: {n_params:,} parameters; {len(train):,} train / {len(val):,} validation images; "
         f"writing to {out}")
+    if plots and config.augment:
+        augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
     hist = fit(model, train, val, config, progress=progress, log=log)
     save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
                     extra={"val_accuracy": hist.val_acc[hist.best_epoch - 1 if hist.restored_best else -1]
