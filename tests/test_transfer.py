@@ -17,7 +17,7 @@ def test_lite0_head_trains_with_frozen_real_backbone(small_ds):
     h = fit(m, subset(small_ds.train, 300), subset(small_ds.test, 100), cfg, progress=False, log=logs.append)
     assert any("features computed once" in s for s in logs)
     assert all(torch.equal(before[k], v) for k, v in m.backbone.state_dict().items())  # BN stats too
-    assert any(not torch.equal(a, b) for a, b in zip(head_before, m.head.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, m.head.parameters(), strict=True))
     assert h.train_loss[-1] < h.train_loss[0]
     assert h.val_acc[-1] > 0.3  # ImageNet features carry real signal: far above chance (0.1)
 
