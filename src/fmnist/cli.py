@@ -206,6 +206,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from fmnist.study import run_study
+
+    out = args.out or f"runs/study-{args.profile}"
+    results = run_study(args.profile, out, args.data, args.test_data, progress=not args.quiet)
+    rows = [s for s in results["steps"] if s.get("test_accuracy") is not None]
+    print(f"{'model':<24}{'technique':<34}{'test acc':>10}{'seed':>9}")
+    for r in rows:
+        seed = f"{r['seed_accuracy']:.2%}" if r.get("seed_accuracy") else ""
+        print(f"{r['model']:<24}{r['technique']:<34}{r['test_accuracy']:>10.2%}{seed:>9}")
+    print(f"study finished in {results['seconds'] / 60:.1f} min: {out}/report.html, {out}/results.json")
+    return 0
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
@@ -217,6 +231,19 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-TIMESTAMP)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("study", help="the main job: every technique of the seed projects, one report",
+                       description="Data audit, then seed recipes for every seed model, augmentation, tuning, "
+                                   "k-fold cross-validation, transfer learning and fmnist's residual net; writes "
+                                   "report.html (self-contained) and results.json. Rerun with the same --out "
+                                   "to resume after an interruption.")
+    p.add_argument("--profile", choices=("tiny", "quick", "full"), default="quick",
+                   help="quick: minutes on a laptop CPU; full: the seeds' settings (50 epochs, 5 folds)")
+    p.add_argument("--data", metavar="PATH", help="as for `fmnist data`")
+    p.add_argument("--test-data", metavar="PATH")
+    p.add_argument("--out", metavar="DIR", help="default runs/study-PROFILE")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) on Optuna",
                        description="Search hyperparameters on the validation split (never the test set) with "
