@@ -154,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from fmnist.predict import Predictor, load_inputs
 
-    predictor = Predictor(args.run_dir)
+    predictor = Predictor(args.run_dir, backend=args.backend)
     results, failed = [], 0
     for f in args.files:
         try:
@@ -217,6 +217,30 @@ def cmd_study(args: argparse.Namespace) -> int:
         seed = f"{r['seed_accuracy']:.2%}" if r.get("seed_accuracy") else ""
         print(f"{r['model']:<24}{r['technique']:<34}{r['test_accuracy']:>10.2%}{seed:>9}")
     print(f"study finished in {results['seconds'] / 60:.1f} min: {out}/report.html, {out}/results.json")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fmnist.export import agreement, export
+
+    path = export(args.run_dir, args.format, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if args.format == "onnx" and args.check and args.out is None:
+        ds = _load(args)
+        split = ds.test if ds.test is not None else ds.train
+        a = agreement(args.run_dir, split.images[:args.check])
+        print(f"onnxruntime vs PyTorch on {a['n']:,} images: same prediction {a['same_prediction']:.4%}, "
+              f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fmnist.serve import create_app
+
+    app = create_app(args.run_dir, backend=args.backend, max_body_bytes=int(args.max_upload_mb * 1e6))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -294,7 +318,30 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="dark-on-light photos need inverting: auto decides from the image border")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: run RUN_DIR/model.onnx with onnxruntime (after `fmnist export`)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run to ONNX or TorchScript",
+                       description="Write RUN_DIR/model.onnx (dynamic batch axis, checked with onnxruntime "
+                                   "against PyTorch on test images) or RUN_DIR/model.pt (TorchScript).")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", metavar="FILE")
+    p.add_argument("--check", type=int, default=10000, metavar="N",
+                   help="test images to compare ONNX with PyTorch on (0: skip; default all 10,000)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a run: JSON API and a web page",
+                       description="FastAPI service: POST /predict (image upload or JSON pixels), "
+                                   "/predict/batch, GET /health, /model, OpenAPI docs at /docs, a page at /.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (local only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest request body (default 5 MB)")
+    p.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,13 +131,22 @@ class Predictor:
         self.run_dir = Path(run_dir)
         self.model, self.meta = load_checkpoint(self.run_dir, device=device)
         self.class_names: list[str] = list(self.meta["class_names"])
+        if backend not in ("torch", "onnx"):
+            raise DataError(f"backend '{backend}' unknown; choose torch or onnx")
         self.backend = backend
+        self.onnx = None
+        if backend == "onnx":
+            from fmnist.export import OnnxModel
+
+            self.onnx = OnnxModel(self.run_dir)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(N, C) class probabilities."""
         from fmnist.evaluate import softmax
         from fmnist.train import numpy_logits
 
+        if self.onnx is not None:
+            return softmax(self.onnx.logits(images))
         return softmax(numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta"))))
 
     def predict(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
