@@ -2,6 +2,8 @@
 # Set everything up on a fresh machine, lint, and run the test suite (what .ci/run calls).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the browser test drives Debian's chromium (no browser download)
+if ! command -v chromium >/dev/null 2>&1; then export FMNIST_APT_EXTRA="${FMNIST_APT_EXTRA:-} chromium"; fi
 bash scripts/setup.sh dev
 .venv/bin/ruff check src tests
 set +e
