@@ -244,6 +244,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fmnist.bench import bench
+    from fmnist.io import write_json
+    from fmnist.run import provenance
+
+    ds = _load(args)
+    models = args.models.split(",")
+    res = bench(ds, models, epochs=args.epochs, batch_size=args.batch_size, device=args.device)
+    res["provenance"] = provenance()
+    write_json(args.out, res)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
@@ -321,6 +335,19 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="onnx: run RUN_DIR/model.onnx with onnxruntime (after `fmnist export`)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="training/inference speed beside a plain PyTorch loop",
+                       description="Per model: parameters, training images/s of fmnist's loop and of the plain "
+                                   "PyTorch loop (TensorDataset + DataLoader, fp32) measured side by side in one "
+                                   "run, their ratio, test accuracy after the same epochs, batch-1 latency and "
+                                   "large-batch inference throughput. Writes bench.json.")
+    p.add_argument("--models", default="lenet5,cnn_basic", help="comma list (default lenet5,cnn_basic)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="bench.json", metavar="FILE")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a run to ONNX or TorchScript",
                        description="Write RUN_DIR/model.onnx (dynamic batch axis, checked with onnxruntime "

@@ -1,0 +1,104 @@
+"""`fmnist bench`: training and inference speed of fmnist's loop beside the plain PyTorch loop a user would write.
+
+Both are measured in the same process, one after the other, on the same data, so their ratio is meaningful on a
+noisy shared machine; absolute figures are not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fmnist.data import Dataset, to_input
+from fmnist.models import count_parameters, create_model
+from fmnist.train import TrainConfig, autocast_dtype, fit, predict_logits, resolve_device
+
+
+def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
+                  lr: float, seed: int, device: torch.device) -> float:
+    """The usual PyTorch loop: TensorDataset + DataLoader, fp32, .item() every step. Returns images/s."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(seed)
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
+    x = (x - 0.2860) / 0.3530
+    loader = DataLoader(TensorDataset(x, torch.tensor(labels)), batch_size=batch_size, shuffle=True)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    seen, t0 = 0, time.perf_counter()
+    for _ in range(epochs):
+        running = 0.0
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            seen += len(yb)
+    return seen / (time.perf_counter() - t0)
+
+
+def _test_acc(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> float:
+    device = next(model.parameters()).device
+    logits = predict_logits(model, to_input(ds.test.images, device), dtype=dtype)
+    return float((logits.argmax(1).cpu().numpy() == ds.test.labels).mean())
+
+
+def inference_speed(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> dict:
+    """Batch-1 latency (median ms) and large-batch throughput (images/s) under inference_mode."""
+    device = next(model.parameters()).device
+    model.eval()
+    x = to_input(ds.test.images, device)
+    one = x[:1]
+    times = []
+    with torch.inference_mode():
+        for _ in range(20):
+            model(one)
+        for i in range(200):
+            t = time.perf_counter()
+            model(x[i:i + 1])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    predict_logits(model, x, batch_size=1024, dtype=dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"batch1_latency_ms": 1000 * statistics.median(times),
+            "batch_throughput": len(x) / (time.perf_counter() - t)}
+
+
+def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128, device: str = "auto",
+          log: Any = print) -> dict:
+    """Per model: parameters, fmnist and reference training images/s and test accuracy, inference speed."""
+    dev = resolve_device(device)
+    dtype = autocast_dtype(dev, "auto")
+    out: dict = {"device": str(dev), "autocast": str(dtype) if dtype else "fp32", "train_images": len(ds.train),
+                 "epochs": epochs, "batch_size": batch_size, "models": {}}
+    for name in models:
+        cfg = TrainConfig(model=name, epochs=epochs, batch_size=batch_size, lr=1e-3, device=str(dev))
+        torch.manual_seed(0)
+        m = create_model(name)
+        h = fit(m, ds.train, None, cfg, progress=False, log=lambda *_: None)
+        r = {"parameters": count_parameters(m), "fmnist_train_images_per_s": h.images_per_second,
+             "fmnist_test_accuracy": _test_acc(m, ds, dtype)}
+        r.update({f"fmnist_{k}": v for k, v in inference_speed(m, ds, dtype).items()})
+        torch.manual_seed(0)
+        ref = create_model(name)
+        r["reference_train_images_per_s"] = reference_fit(ref, ds.train.images, ds.train.labels, epochs,
+                                                          batch_size, 1e-3, 0, dev)
+        r["reference_test_accuracy"] = _test_acc(ref, ds, None)
+        r.update({f"reference_{k}": v for k, v in inference_speed(ref, ds, None).items()})
+        r["train_speedup"] = r["fmnist_train_images_per_s"] / r["reference_train_images_per_s"]
+        out["models"][name] = r
+        log(f"{name:<14}{r['parameters']:>10,}  train {r['fmnist_train_images_per_s']:>8,.0f} img/s vs reference "
+            f"{r['reference_train_images_per_s']:>8,.0f} ({r['train_speedup']:.2f}x)  test acc "
+            f"{r['fmnist_test_accuracy']:.4f} vs {r['reference_test_accuracy']:.4f}  batch-1 "
+            f"{r['fmnist_batch1_latency_ms']:.2f} ms  batch {r['fmnist_batch_throughput']:,.0f} img/s")
+    return out
