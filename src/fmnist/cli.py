@@ -258,16 +258,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """Data, training, --out and --quiet: the options of every command that trains."""
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", metavar="DIR", help=out_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
                                    "data, validate each epoch, evaluate once on the test set and write a run "
                                    "directory. Defaults are the model's seed recipe.")
     p.add_argument("model", metavar="MODEL")
-    _add_data_args(p)
-    _add_train_args(p)
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-TIMESTAMP)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("study", help="the main job: every technique of the seed projects, one report",
@@ -298,10 +303,7 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", help="default tune-MODEL")
     p.add_argument("--metric", choices=("val_acc", "val_loss"), default="val_acc")
     p.add_argument("--no-retrain", action="store_true", help="skip retraining and testing the best configuration")
-    _add_data_args(p)
-    _add_train_args(p)
-    p.add_argument("--out", metavar="DIR", help="output directory (default runs/tune-MODEL)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_args(p, "output directory (default runs/tune-MODEL)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("cv", help="stratified k-fold cross-validation",
@@ -310,10 +312,7 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "are kept on disk: rerunning with the same --out resumes.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    _add_data_args(p)
-    _add_train_args(p)
-    p.add_argument("--out", metavar="DIR", help="output directory (default runs/cv-MODEL)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_args(p, "output directory (default runs/cv-MODEL)")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("evaluate", help="evaluate a saved run on a dataset",
