@@ -42,3 +42,11 @@ def test_augmented_run_writes_gallery(tmp_path):
     assert main(["train", "lenet5", "--limit", "300", "--test-limit", "50", "--epochs", "1",
                  "--augment", "crop,flip,rotate,erase", "--out", str(out), "--quiet"]) == 0
     assert (out / "augmentation.png").exists()
+
+
+def test_partial_fine_tuning_keeps_frozen_batchnorm_in_eval_mode():
+    m = create_model("efficientnet_lite0_tl", trainable_blocks=2).train()  # block 15 (with BN) + conv head
+    bns = [mod for mod in m.backbone.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    frozen = [b for b in bns if not any(p.requires_grad for p in b.parameters())]
+    assert frozen and all(not b.training for b in frozen)
+    assert any(b.training for b in bns if b not in frozen)

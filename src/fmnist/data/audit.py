@@ -42,7 +42,7 @@ def image_keys(images: np.ndarray) -> np.ndarray:
 def _dedupe(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, int, list[str]]:
     """Indices to keep after dropping conflicting duplicates and all but the first exact duplicate."""
     keys = image_keys(images)
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     # an image group conflicts when its labels differ: compare min and max label per group
     lmin = np.full(len(first), np.iinfo(np.int64).max)
@@ -60,7 +60,6 @@ def _dedupe(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, in
     for g in np.flatnonzero(conflicting_group)[:5]:
         rows = np.flatnonzero(inverse == g)
         ex.append(f"rows {', '.join(map(str, rows[:4]))}: one image with labels {sorted(set(labels[rows].tolist()))}")
-    del counts
     return np.flatnonzero(keep), n_dup, n_conflict, ex
 
 

@@ -66,8 +66,14 @@ class TransferNet(nn.Module):
 
     def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)
-        if self.frozen_backbone:  # keep BatchNorm statistics of a frozen backbone as trained on ImageNet
+        # keep the BatchNorm statistics of frozen layers as trained on ImageNet
+        if self.frozen_backbone:
             self.backbone.eval()
+        else:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in m.parameters()):
+                    m.eval()
         return self
 
 
