@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from fmnist.data import Dataset, to_input
 from fmnist.models import count_parameters, create_model
-from fmnist.train import TrainConfig, autocast_dtype, fit, predict_logits, resolve_device
+from fmnist.train import TrainConfig, autocast_dtype, fit, numpy_logits, predict_logits, resolve_device
 
 
 def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
@@ -25,8 +25,7 @@ def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray
     from torch.utils.data import DataLoader, TensorDataset
 
     torch.manual_seed(seed)
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
-    x = (x - 0.2860) / 0.3530
+    x = to_input(images)  # the same normalized input as fmnist's loop; only the loop differs
     loader = DataLoader(TensorDataset(x, torch.tensor(labels)), batch_size=batch_size, shuffle=True)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -45,9 +44,8 @@ def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray
 
 
 def _test_acc(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> float:
-    device = next(model.parameters()).device
-    logits = predict_logits(model, to_input(ds.test.images, device), dtype=dtype)
-    return float((logits.argmax(1).cpu().numpy() == ds.test.labels).mean())
+    logits = numpy_logits(model, ds.test.images, precision="fp32" if dtype is None else "auto")
+    return float((logits.argmax(1) == ds.test.labels).mean())
 
 
 def inference_speed(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> dict:

@@ -41,7 +41,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from fmnist.models import create_model, list_models, model_info
+    from fmnist.models import count_parameters, create_model, list_models, model_info
 
     names = list_models()
     if not names:
@@ -50,8 +50,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'name':<24}{'family':<12}{'params':>12}  description")
     for name in names:
         info = model_info(name)
-        n = sum(p.numel() for p in create_model(name, weights="none").parameters()) \
-            if info.pretrained else sum(p.numel() for p in create_model(name).parameters())
+        n = count_parameters(create_model(name, **({"weights": "none"} if info.pretrained else {})))
         print(f"{name:<24}{info.family:<12}{n:>12,}  {info.description}")
     return 0
 

@@ -16,26 +16,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def log_loss(y_true: np.ndarray, logits: np.ndarray) -> float:
     """Mean cross-entropy of integer labels under the logits."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y_true)), y_true].mean())
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    return float(sk_log_loss(y_true, softmax(logits), labels=np.arange(logits.shape[1])))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows true class, columns predicted."""
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes)
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    return sk_confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
-def per_class(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support per class from a confusion matrix (0 where undefined)."""
-    tp = np.diag(cm).astype(float)
-    pred = cm.sum(axis=0).astype(float)
-    true = cm.sum(axis=1).astype(float)
-    prec = np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)
-    rec = np.divide(tp, true, out=np.zeros_like(tp), where=true > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
-    return {n: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(true[i])}
+def per_class(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per class (0 where undefined)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    prec, rec, f1, sup = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(len(class_names)),
+                                                         zero_division=0)
+    return {n: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]), "support": int(sup[i])}
             for i, n in enumerate(class_names)}
 
 
@@ -53,7 +52,7 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: 
     y_true = np.asarray(y_true, dtype=np.int64)
     pred = logits.argmax(axis=1)
     cm = confusion_matrix(y_true, pred, len(class_names))
-    pc = per_class(cm, class_names)
+    pc = per_class(y_true, pred, class_names)
     return {
         "accuracy": float((pred == y_true).mean()),
         "loss": log_loss(y_true, logits),

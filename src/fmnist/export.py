@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmnist.data import MEAN, STD
 from fmnist.errors import FmnistError
 from fmnist.io import atomic_path
 
@@ -57,7 +58,7 @@ class OnnxModel:
         meta = self.session.get_modelmeta().custom_metadata_map.get("fmnist")
         info = json.loads(meta) if meta else {}
         self.class_names = info.get("class_names")
-        norm = info.get("normalize", {"mean": 0.2860, "std": 0.3530})
+        norm = info.get("normalize", {"mean": MEAN, "std": STD})
         self.mean, self.std = norm["mean"], norm["std"]
 
     def logits(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

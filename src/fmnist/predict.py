@@ -56,7 +56,7 @@ def _border_mean(a: np.ndarray) -> float:
 
 def pixels_to_array(values: object, name: str = "pixels") -> np.ndarray:
     """784 values or a 28x28 array (0..255) -> (N, 28, 28) uint8; one image or a batch."""
-    a = np.asarray(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values.astype(np.float64)
+    a = np.asarray(values, dtype=np.float64)
     if a.shape == (784,) or a.shape == (28, 28):
         a = a.reshape(1, 28, 28)
     elif a.ndim == 2 and a.shape[1] == 784:

@@ -92,9 +92,10 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     if plots and config.augment:
         augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
     hist = fit(model, train, val, config, progress=progress, log=log)
-    save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
-                    extra={"val_accuracy": hist.val_acc[hist.best_epoch - 1 if hist.restored_best else -1]
-                           if hist.val_acc else None})
+    # validation accuracy of the weights kept: the best epoch's when early stopping restored it, else the last
+    val_accuracy = (hist.val_acc[hist.best_epoch - 1] if hist.restored_best else hist.val_acc[-1]) \
+        if hist.val_acc else None
+    save_checkpoint(model, out / "model.safetensors", config, ds.class_names, extra={"val_accuracy": val_accuracy})
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
         P.learning_curves(hist.as_dict(), out / "learning_curves.png", title=config.model)
@@ -102,8 +103,7 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
                      "train_images_per_second": hist.images_per_second, "epochs_run": len(hist.epoch),
                      "best_epoch": hist.best_epoch, "restored_best": hist.restored_best,
                      "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
-                     "val_accuracy": (hist.val_acc[hist.best_epoch - 1] if hist.restored_best else hist.val_acc[-1])
-                     if hist.val_acc else None}
+                     "val_accuracy": val_accuracy}
     if ds.test is not None:
         m = evaluate_model(model, ds.test, ds.class_names, out if plots else None, tta=config.tta)
         metrics.update({"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_macro_f1": m["macro_f1"],
