@@ -92,10 +92,9 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarr
             df = pd.read_csv(p, header=None)
         except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
             raise DataError(f"{p}: not a readable CSV ({str(e).strip() or 'empty'})") from None
-        if len(df) and not pd.api.types.is_numeric_dtype(df.iloc[:, -1]):
-            raise DataError(f"{p}: non-numeric cells in the pixel columns")
-        if len(df) and isinstance(df.iat[0, 0], str) and not str(df.iat[0, 0]).strip().lstrip("-").isdigit():
-            df = df.iloc[1:].apply(pd.to_numeric, errors="coerce")  # a header row
+        if len(df) and pd.isna(pd.to_numeric(df.iat[0, 0], errors="coerce")):
+            df = df.iloc[1:]  # a header row (label,pixel1,...)
+        df = df.apply(pd.to_numeric, errors="coerce")
         if df.shape[1] == 785:
             df = df.iloc[:, 1:]  # label,pixel1..pixel784: the label is ignored
         if df.shape[1] != 784:

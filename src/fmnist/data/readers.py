@@ -213,6 +213,12 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
     """Read a .npz with x_train, y_train[, x_test, y_test] (what keras.datasets users save)."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # .npz files are zip archives
+                raise DataError(f"{path}: not a .npz file (no zip archive inside)")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
