@@ -4,6 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # the browser test drives Debian's chromium (no browser download)
 if ! command -v chromium >/dev/null 2>&1; then export FMNIST_APT_EXTRA="${FMNIST_APT_EXTRA:-} chromium"; fi
+# the scale-out tests start a throwaway PostgreSQL server from Debian's package on loopback
+if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  export FMNIST_APT_EXTRA="${FMNIST_APT_EXTRA:-} postgresql"
+fi
 bash scripts/setup.sh dev
 .venv/bin/ruff check src tests
 set +e

@@ -20,7 +20,7 @@ def test_seed001_random_search_resumes_from_storage(tmp_path, capsys):
     out_text = capsys.readouterr().out
     r = json.loads((out / "tune.json").read_text())
     assert r["n_trials"] == 3 and 0 <= r["best_run"]["test_accuracy"] <= 1
-    assert "2 trial(s) already finished" in out_text
+    assert "2 of 3 trial(s) finished; joining" in out_text
     for f in ("trials.csv", "optimization_history.png", "params.png", "best/metrics.json"):
         assert (out / f).exists(), f
 

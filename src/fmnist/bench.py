@@ -100,3 +100,75 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
             f"{r['fmnist_test_accuracy']:.4f} vs {r['reference_test_accuracy']:.4f}  batch-1 "
             f"{r['fmnist_batch1_latency_ms']:.2f} ms  batch {r['fmnist_batch_throughput']:,.0f} img/s")
     return out
+
+
+THRESHOLDS = (0.90, 0.91, 0.92, 0.93, 0.94, 0.95)
+
+
+def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: str = "auto",
+                     thresholds: tuple[float, ...] = THRESHOLDS, log: Any = print) -> dict:
+    """Train a preset `seeds` times; after each epoch, test accuracy and the training time so far.
+
+    The test set is only measured here, never used to choose anything; the time spent measuring it is left out
+    of the training time. Returns per-seed curves, the first time each threshold was reached, and the final test
+    accuracy and training time as mean ± std over the seeds.
+    """
+    from fmnist.presets import get_preset
+
+    if ds.test is None:
+        from fmnist.errors import FmnistError
+
+        raise FmnistError("--time-to-accuracy needs a test split")
+    p = get_preset(preset)
+    runs = [_timed_run(ds, p, seed, device, thresholds, log) for seed in range(seeds)]
+    acc = [r["final_test_accuracy"] for r in runs]
+    secs = [r["train_seconds"] for r in runs]
+    return {"preset": preset, "model": p.model, "target": p.target, "config": p.config, "seeds": seeds,
+            "train_images": len(ds.train), "runs": runs,
+            "test_accuracy": {"mean": statistics.fmean(acc), "std": statistics.stdev(acc) if seeds > 1 else 0.0},
+            "train_seconds": {"mean": statistics.fmean(secs), "std": statistics.stdev(secs) if seeds > 1 else 0.0}}
+
+
+def _timed_run(ds: Dataset, p: Any, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> dict:
+    import dataclasses
+
+    from fmnist.data import holdout_split
+
+    cfg = dataclasses.replace(TrainConfig(model=p.model, **p.config), seed=seed, device=device)
+    tr, va = holdout_split(ds.train.labels, cfg.val_fraction, cfg.seed)
+    torch.manual_seed(seed)
+    model = create_model(p.model, num_classes=len(ds.class_names))
+    curve: list[dict] = []
+    clock = {"start": time.perf_counter(), "measuring": 0.0}
+
+    def on_epoch(epoch: int, _val_loss: float, _val_acc: float) -> None:
+        t = time.perf_counter()
+        trained = t - clock["start"] - clock["measuring"]
+        logits = numpy_logits(model, ds.test.images, tta=cfg.tta, precision="auto")
+        acc = float((logits.argmax(1) == ds.test.labels).mean())
+        model.train()
+        curve.append({"epoch": epoch, "train_seconds": trained, "test_accuracy": acc})
+        clock["measuring"] += time.perf_counter() - t
+        log(f"{p.name} seed {seed}: epoch {epoch}/{cfg.epochs}  {trained:6.1f}s  test acc {acc:.4f}")
+
+    fit(model, ds.train.take(tr), ds.train.take(va) if len(va) else None, cfg, progress=False,
+        log=lambda *_: None, on_epoch=on_epoch)
+    reached = {f"{th:.0%}": next((c["train_seconds"] for c in curve if c["test_accuracy"] >= th), None)
+               for th in thresholds}
+    return {"seed": seed, "curve": curve, "reached": reached, "final_test_accuracy": curve[-1]["test_accuracy"],
+            "train_seconds": curve[-1]["train_seconds"]}
+
+
+def format_time_to_accuracy(r: dict) -> str:
+    """A table: per seed, the training seconds at which each threshold was first reached; then mean ± std."""
+    ths = list(r["runs"][0]["reached"])
+    lines = [f"preset {r['preset']} ({r['model']}; target: {r['target']})",
+             f"{'seed':>5}" + "".join(f"{t:>8}" for t in ths) + f"{'final acc':>11}{'train s':>9}"]
+    for run in r["runs"]:
+        lines.append(f"{run['seed']:>5}" + "".join(f"{'-' if v is None else f'{v:.0f}s':>8}"
+                                                   for v in run["reached"].values())
+                     + f"{run['final_test_accuracy']:>11.4f}{run['train_seconds']:>9.0f}")
+    a, s = r["test_accuracy"], r["train_seconds"]
+    lines.append(f"test accuracy {a['mean']:.4f} ± {a['std']:.4f}, training time {s['mean']:.0f} ± {s['std']:.0f} s "
+                 f"over {r['seeds']} seed(s)")
+    return "\n".join(lines)

@@ -106,15 +106,35 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="a model parameter, e.g. --set activation=tanh --set dense_units=96 (repeatable)")
     g.add_argument("--no-recipe", action="store_true",
                    help="start from fmnist's generic defaults instead of the model's seed recipe")
+    g.add_argument("--preset", metavar="NAME",
+                   help="start from a named recipe instead of the model's: fast (93%% in 2 min), best (94%% in "
+                        "5 min), max (95%% in 30 min); `fmnist train best` also picks the preset's model")
+
+
+def resolve_model(model: str, args: argparse.Namespace) -> str:
+    """MODEL as given, or the model of a preset named in its place (`fmnist train best`)."""
+    from fmnist.models import list_models
+    from fmnist.presets import PRESETS
+
+    if model in PRESETS and model not in list_models():
+        if getattr(args, "preset", None) not in (None, model):
+            raise FmnistError(f"'{model}' is a preset; do not give --preset {args.preset} with it")
+        args.preset = model
+        return PRESETS[model].model
+    return model
 
 
 def train_config_from_args(model: str, args: argparse.Namespace) -> object:
-    """TrainConfig: the model's seed recipe, overridden by the options given."""
+    """TrainConfig: the model's seed recipe (or --preset's settings), overridden by the options given."""
     from fmnist.models import model_info
+    from fmnist.presets import get_preset
     from fmnist.train import TrainConfig
 
     info = model_info(model)
-    base = {} if args.no_recipe else dict(info.recipe or {})
+    if getattr(args, "preset", None):
+        base = dict(get_preset(args.preset).config)
+    else:
+        base = {} if args.no_recipe else dict(info.recipe or {})
     for f in _TRAIN_FIELDS:
         v = getattr(args, f, None)
         if v is not None:
@@ -125,9 +145,10 @@ def train_config_from_args(model: str, args: argparse.Namespace) -> object:
 def cmd_train(args: argparse.Namespace) -> int:
     from fmnist.run import default_run_dir, train_run
 
-    config = train_config_from_args(args.model, args)
+    model = resolve_model(args.model, args)
+    config = train_config_from_args(model, args)
     ds = _load(args)
-    out = args.out or default_run_dir(args.model)
+    out = args.out or default_run_dir(args.preset or model)
     metrics = train_run(config, ds, out, progress=not args.quiet)
     print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
     return 130 if metrics.get("interrupted") else 0
@@ -175,11 +196,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from fmnist.cv import cross_validate, format_cv
 
-    config = train_config_from_args(args.model, args)
+    model = resolve_model(args.model, args)
+    config = train_config_from_args(model, args)
     ds = _load(args)
     out = args.out or f"runs/cv-{args.model}"
-    summary = cross_validate(config, ds, args.folds, out, progress=not args.quiet)
+    summary = cross_validate(config, ds, args.folds, out, repeats=args.repeats, storage=args.storage,
+                             study_name=args.study_name, heartbeat=args.heartbeat, timeout=args.timeout,
+                             progress=not args.quiet)
     print(format_cv(summary))
+    if not summary["complete"]:
+        return 130
     print(f"wrote {out}/cv.json, fold_curves.png, fold_metrics.png")
     return 0
 
@@ -191,18 +217,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     model = args.model or space.get("model")
     if not model:
         raise FmnistError(f"search space '{args.space}' names no model: give MODEL")
+    model = resolve_model(model, args)
     config = train_config_from_args(model, args)
     ds = _load(args)
     out = args.out or f"runs/tune-{model}"
     r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
              storage=args.storage, study_name=args.study_name, metric=args.metric, retrain=not args.no_retrain,
-             progress=not args.quiet)
+             progress=not args.quiet, heartbeat=args.heartbeat)
     print(f"best {r['metric']} {r['best_value']:.4f} with {r['best_params']} "
-          f"({r['n_complete']} complete, {r['n_pruned']} pruned of {r['n_trials']} trials)")
+          f"({r['n_complete']} complete, {r['n_pruned']} pruned of {r['target_trials']}; this worker ran "
+          f"{r['ran_here']})")
     if "best_run" in r:
         print(f"best configuration retrained: test accuracy {r['best_run']['test_accuracy']:.4f}")
     print(f"wrote {out}/tune.json, trials.csv and plots")
-    return 0
+    return 0 if r["complete"] else 130
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -249,8 +277,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fmnist.run import provenance
 
     ds = _load(args)
-    models = args.models.split(",")
-    res = bench(ds, models, epochs=args.epochs, batch_size=args.batch_size, device=args.device)
+    if args.time_to_accuracy:
+        from fmnist.bench import format_time_to_accuracy, time_to_accuracy
+
+        if args.seeds < 1:
+            raise FmnistError(f"--seeds must be at least 1, got {args.seeds}")
+        res = time_to_accuracy(ds, args.preset, seeds=args.seeds, device=args.device)
+        print(format_time_to_accuracy(res))
+    else:
+        res = bench(ds, args.models.split(","), epochs=args.epochs, batch_size=args.batch_size, device=args.device)
     res["provenance"] = provenance()
     write_json(args.out, res)
     print(f"wrote {args.out}")
@@ -265,12 +300,22 @@ def _add_run_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_storage_args(p: argparse.ArgumentParser, name_help: str) -> None:
+    g = p.add_argument_group("shared study (scale out: run the same command on several machines)")
+    g.add_argument("--storage", metavar="URL",
+                   help="Optuna storage, e.g. postgresql://user:pass@host/db (default: SQLite in --out)")
+    g.add_argument("--study-name", help=name_help)
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
+    g.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="a trial whose worker is silent for 3 heartbeats is failed and re-queued (default 10)")
+
+
 def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
                                    "data, validate each epoch, evaluate once on the test set and write a run "
                                    "directory. Defaults are the model's seed recipe.")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="a model (`fmnist models`) or a preset: fast, best, max")
     _add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP)")
     p.set_defaults(func=cmd_train)
 
@@ -297,20 +342,23 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                    help="preset (seed000: seed 000's grid; seed001: seed 001's random search; lr-wd) or TOML file")
     p.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
     p.add_argument("--trials", type=int, help="finished trials wanted in the study (default: grid size or 20)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting trials after this long")
-    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite in --out)")
-    p.add_argument("--study-name", help="default tune-MODEL")
+    _add_storage_args(p, "default tune-MODEL")
     p.add_argument("--metric", choices=("val_acc", "val_loss"), default="val_acc")
-    p.add_argument("--no-retrain", action="store_true", help="skip retraining and testing the best configuration")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="skip retraining and testing the best configuration (extra workers of a shared study)")
     _add_run_args(p, "output directory (default runs/tune-MODEL)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("cv", help="stratified k-fold cross-validation",
                        description="Train MODEL once per fold of a stratified k-fold split of the training data; "
-                                   "per-fold curves, validation and test accuracy, mean and std. Finished folds "
-                                   "are kept on disk: rerunning with the same --out resumes.")
+                                   "per-fold curves, validation and test accuracy, mean and std. Each fold is a "
+                                   "trial of an Optuna study (SQLite in --out, or --storage): rerunning resumes, "
+                                   "and several workers given the same --storage share the folds.")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="repeated k-fold: redraw the folds with seed+1, seed+2, ... (default 1)")
+    _add_storage_args(p, "default cv-MODEL-<hash of the settings>")
     _add_run_args(p, "output directory (default runs/cv-MODEL)")
     p.set_defaults(func=cmd_cv)
 
@@ -343,6 +391,11 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
+    p.add_argument("--time-to-accuracy", action="store_true",
+                   help="instead: train --preset and print the training time at which each of 90-95%% test "
+                        "accuracy was first reached")
+    p.add_argument("--preset", default="best", help="with --time-to-accuracy: fast, best or max (default best)")
+    p.add_argument("--seeds", type=int, default=1, help="with --time-to-accuracy: runs, for mean ± std")
     p.add_argument("--out", default="bench.json", metavar="FILE")
     _add_data_args(p)
     p.set_defaults(func=cmd_bench)

@@ -167,7 +167,9 @@ def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike, x
 def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path:
     """Validation loss and accuracy (and test accuracy) per fold, with the mean as a line."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    k = [r["fold"] for r in per_fold]
+    k = list(range(1, len(per_fold) + 1))
+    repeated = any(r.get("repeat", 0) for r in per_fold)  # repeated k-fold: bars labelled repeat.fold
+    names = [f"{r.get('repeat', 0) + 1}.{r['fold']}" if repeated else str(r["fold"]) for r in per_fold]
     vl = [r["val_loss"] for r in per_fold]
     a1.bar(k, vl, color="tab:orange")
     a1.axhline(float(np.mean(vl)), color="k", ls="--", label=f"mean {np.mean(vl):.4f}")
@@ -179,6 +181,8 @@ def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path
     if all("test_acc" in r for r in per_fold):
         a2.bar(np.array(k) + w / 2, [r["test_acc"] for r in per_fold], w, label="test", color="tab:green")
     a2.set_ylim(max(0.0, min(va) - 0.05), 1.0)
+    for ax in (a1, a2):
+        ax.set_xticks(k, names)
     a2.set(xlabel="fold", ylabel="accuracy", title="Accuracy per fold")
     a2.legend()
     fig.suptitle(title)

@@ -149,6 +149,8 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         base = dataclasses.replace(cfg, epochs=profile.tune_epochs)
         r = tune(base, tds, PRESETS["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
                  log=quiet)
+        if not r["complete"]:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
+            raise KeyboardInterrupt
         from fmnist.run import train_run
         from fmnist.tune import apply_params
 
@@ -159,6 +161,8 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         from fmnist.cv import cross_validate
 
         s = cross_validate(cfg, ds, profile.folds, sdir, progress=progress, log=quiet)
+        if not s["complete"]:
+            raise KeyboardInterrupt
         row.update(test_accuracy=s["test_acc"]["mean"], test_accuracy_std=s["test_acc"]["std"],
                    val_accuracy=s["val_acc"]["mean"], val_accuracy_std=s["val_acc"]["std"],
                    train_seconds=sum(f["train_seconds"] for f in s["per_fold"]), folds=profile.folds)

@@ -44,14 +44,14 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine | onecycle
     warmup_epochs: float = 0.0  # linear warmup for constant/cosine (onecycle warms up over 25% of steps)
     patience: int = 0  # early stopping on validation loss after this many epochs without improvement; 0 = off
-    val_fraction: float = 0.2  # stratified holdout of the training data for validation
+    val_fraction: float = 0.2  # stratified holdout of the training data for validation; 0 = train on all
     augment: str = ""  # comma list of crop, flip, rotate, erase
     ema: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 = off
     tta: bool = False  # test-time augmentation: average logits of the image and its mirror
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC activations: 2-3x faster convolutions and pooling on CPU (oneDNN)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -69,6 +69,10 @@ class TrainConfig:
             raise FmnistError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise FmnistError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.val_fraction < 1:
+            raise FmnistError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.patience and self.val_fraction == 0:
+            raise FmnistError("patience (early stopping) needs a validation split: set val_fraction above 0")
         if not 0 <= self.ema < 1:
             raise FmnistError(f"ema must be in [0, 1), got {self.ema}")
         bad = [a for a in augment_ops(self.augment) if a not in AUGMENTATIONS]
@@ -168,14 +172,15 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, steps_per_epoch: int
 
 
 def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named in the config."""
+    """The optimizer named in the config; Adam, AdamW and SGD use PyTorch's fused (one kernel) update."""
+    fused = params[0].device.type in ("cpu", "cuda") or None
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                               weight_decay=config.weight_decay)
+                               weight_decay=config.weight_decay, fused=fused)
     return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 

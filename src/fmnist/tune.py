@@ -32,6 +32,7 @@ import torch
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.io import write_json
+from fmnist.studies import HEARTBEAT_SECONDS, count_finished, open_storage, open_study, redact, run_worker
 from fmnist.train import TrainConfig, fit
 
 # seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
@@ -126,34 +127,42 @@ def _sampler(name: str, space: dict, seed: int) -> Any:
 def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike, sampler: str = "tpe",
          trials: int | None = None, timeout: float | None = None, storage: str | None = None,
          study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
-         log: Any = print) -> dict:
-    """Run (or resume, or join) a study; write trials.csv, tune.json and plots; retrain the best config."""
+         heartbeat: int = HEARTBEAT_SECONDS, log: Any = print) -> dict:
+    """Run, resume or join a study until it has `trials` finished trials (counting every worker's); then write
+    trials.csv, tune.json and plots, and retrain the best configuration on the full training split.
+
+    With `storage` (e.g. postgresql://...), any number of workers may run this at once on one study; each seeds its
+    sampler from its process id so that workers do not draw the same parameters.
+    """
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    shared = storage is not None
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     study_name = study_name or f"tune-{base.model}"
-    smp, grid_size = _sampler(sampler, space, base.seed)
+    smp, grid_size = _sampler(sampler, space, base.seed + (os.getpid() if shared else 0))
     if trials is None:
         trials = grid_size or 20
+    if trials < 1:
+        raise FmnistError(f"--trials must be at least 1, got {trials}")
     direction = "maximize" if metric == "val_acc" else "minimize"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(storage=storage, study_name=study_name, sampler=smp, direction=direction,
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-                                    load_if_exists=True)
-    except (ImportError, ValueError) as e:
-        raise FmnistError(f"cannot open Optuna storage {storage}: {e}") from None
+    signature = {"kind": "tune", "config": base.to_dict() | {"device": None}, "space": space, "sampler": sampler,
+                 "metric": metric, "data": ds.source, "train_rows": len(ds.train)}
+    study = open_study(open_storage(url, heartbeat), study_name, smp, direction, signature,
+                       pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    if base.val_fraction == 0:
+        raise FmnistError("tuning chooses on a validation split: --val-fraction must be above 0")
     tr_idx, va_idx = holdout_split(ds.train.labels, base.val_fraction, base.seed)
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
 
-    def objective(trial: optuna.Trial) -> float:
+    def suggest(trial: optuna.Trial) -> dict:
+        return {k: _suggest(trial, k, d) for k, d in space["params"].items()}
+
+    def run(trial: optuna.Trial, params: dict) -> float:
         from fmnist.models import create_model
 
-        params = {k: _suggest(trial, k, d) for k, d in space["params"].items()}
         cfg = apply_params(base, params)
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, num_classes=len(ds.class_names), **cfg.model_params)
@@ -167,32 +176,35 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         if h.interrupted:
             raise KeyboardInterrupt
         value = max(h.val_acc) if metric == "val_acc" else min(h.val_loss)
+        trial.set_user_attr("train_seconds", h.train_seconds)
         log(f"trial {trial.number}: {params} -> {metric} {value:.4f} ({h.train_seconds:.0f}s)")
         return value
 
-    done = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    done = count_finished(study)
     if done:
-        log(f"study '{study_name}' in {storage}: {done} trial(s) already finished; resuming")
-    remaining = max(0, trials - done)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(),
-                       callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))])
+        log(f"study '{study_name}' in {redact(url)}: {done} of {trials} trial(s) finished; "
+            + ("joining" if done < trials else "nothing left to run"))
+    w = run_worker(study, suggest, run, trials, unique=sampler == "grid", timeout=timeout, log=log)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if not complete:
         raise FmnistError(f"study '{study_name}' has no completed trial")
-    df = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration"))
+    df = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration", "user_attrs"))
     from fmnist.io import atomic_path
 
     with atomic_path(out / "trials.csv") as tmp:
         df.to_csv(tmp, index=False)
     _plots(study, space, out, metric)
     best_cfg = apply_params(base, study.best_params)
-    result: dict = {"study_name": study_name, "storage": storage, "sampler": sampler, "metric": metric,
-                    "n_trials": len(study.trials), "n_complete": len(complete),
+    result: dict = {"study_name": study_name, "storage": redact(url), "sampler": sampler, "metric": metric,
+                    "n_trials": len(study.trials), "n_finished": w.finished, "target_trials": trials,
+                    "complete": w.complete, "ran_here": w.ran, "n_complete": len(complete),
                     "n_pruned": len(study.get_trials(states=(TrialState.PRUNED,))),
+                    "n_failed": len(study.get_trials(states=(TrialState.FAIL,))),
                     "best_value": study.best_value, "best_params": study.best_params,
                     "best_config": best_cfg.to_dict()}
-    if retrain:
+    if not w.complete:
+        log(f"stopped with {w.finished} of {trials} trials finished; run the same command again to continue")
+    elif retrain:
         from fmnist.run import train_run
 
         log(f"retraining the best configuration {study.best_params} and testing it once")

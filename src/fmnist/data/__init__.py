@@ -91,12 +91,14 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
 
 
 def holdout_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (train_idx, val_idx) of a label array."""
+    """Stratified, seeded (train_idx, val_idx) of a label array; val_fraction 0 keeps every row for training."""
     from sklearn.model_selection import train_test_split
 
-    if not 0 < val_fraction < 1:
-        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     idx = np.arange(len(labels))
+    if val_fraction == 0:
+        return idx, idx[:0]
     tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
     return np.sort(tr), np.sort(va)
 

@@ -1,0 +1,43 @@
+"""Named training recipes: a model plus the TrainConfig settings that reach a stated accuracy in a stated time.
+
+`fmnist train fast|best|max` trains a preset's model with its settings; `fmnist train MODEL --preset NAME` applies
+the settings to another model. Settings were chosen on a 10% validation split of the training data; the presets
+then train on all 60,000 training images (val_fraction 0), so the test set is used only to report the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fmnist.errors import FmnistError
+
+_RESNET = dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+               label_smoothing=0.1, tta=True, val_fraction=0.0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model and the training settings of one speed/accuracy target."""
+
+    name: str
+    model: str
+    target: str  # what the preset is for, e.g. "93% test accuracy in under 2 minutes on a 2-core CPU"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("fast", "resnet_fm_small", "93% in under 2 minutes of training on a 2-core CPU",
+           dict(_RESNET, epochs=4, batch_size=256, augment="crop,flip")),
+    Preset("best", "resnet_fm_small", "94% in under 5 minutes of training on a 2-core CPU",
+           dict(_RESNET, epochs=10, batch_size=256, augment="crop,flip")),
+    Preset("max", "resnet_fm", "95% in under 30 minutes of training on a 2-core CPU",
+           dict(_RESNET, epochs=30, batch_size=256, augment="crop,flip,erase")),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`, or a one-line error listing them."""
+    if name not in PRESETS:
+        raise FmnistError(f"preset '{name}' unknown; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

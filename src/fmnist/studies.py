@@ -1,0 +1,221 @@
+"""Optuna studies shared by many workers: tuning trials, cross-validation folds and repeated seeds.
+
+Any number of `fmnist tune` / `fmnist cv` processes, on one machine or many, can work on one study in one Optuna
+RDB storage (SQLite for one machine, PostgreSQL for several). This module adds what Optuna leaves to its user:
+
+- **Heartbeats**: each running trial writes a heartbeat; a trial whose worker died (SIGKILL, power loss) goes stale
+  after the grace period, is marked FAIL by the next worker that looks, and Optuna's
+  RetryHeartbeatStaleTrialCallback queues a copy with the same parameters. Nothing stays RUNNING forever.
+- **Exact counts**: `n_trials` counts finished (complete or pruned) trials of the whole study. Optuna's
+  MaxTrialsCallback stops a worker only after its own trial, so two workers that start together at N-1 finish
+  N+1. Here trials are slots in creation order: a trial that finds N live (running, queued or finished) trials
+  numbered before it gives its slot back at once (state FAIL, user attribute `surplus`), before any training.
+- **Waiting instead of leaving**: while every remaining slot is held by a running trial, a worker waits: if the
+  holder dies, its re-queued copy is picked up, so restarting any worker finishes the study.
+- **Clean stop**: the first SIGINT or SIGTERM lets the current trial finish and then stops the worker; a second
+  SIGINT abandons the trial, which is re-queued for another worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fmnist.errors import FmnistError
+
+HEARTBEAT_SECONDS = 10  # how often a running trial records that its worker is alive
+MAX_RETRY = 3  # how many times a trial whose worker died is re-queued
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages and result files."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
+    """An Optuna RDBStorage with heartbeats and retry of trials whose worker died."""
+    import optuna
+    import sqlalchemy.exc
+
+    if url.startswith(("postgresql://", "postgresql+psycopg://")):  # SQLAlchemy 2.1's default driver: psycopg 3
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise FmnistError("a PostgreSQL storage needs the psycopg driver: pip install 'fmnist[postgres]'") \
+                from None
+    if heartbeat < 1:
+        raise FmnistError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FmnistError(f"cannot open Optuna storage {redact(url)}: {first}") from None
+
+
+def signature_name(prefix: str, signature: dict) -> str:
+    """A study name that changes whenever the settings do: 'cv-lenet5-1a2b3c4d'."""
+    digest = hashlib.sha1(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{prefix}-{digest}"
+
+
+def open_study(storage: Any, name: str, sampler: Any, direction: str, signature: dict, pruner: Any = None) -> Any:
+    """Create or join a study; a study made with other settings is refused (workers must agree)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, direction=direction,
+                                pruner=pruner, load_if_exists=True)
+    mine = json.loads(json.dumps(signature, sort_keys=True, default=str))
+    theirs = study.user_attrs.get("fmnist")
+    if theirs is None:
+        study.set_user_attr("fmnist", mine)
+    elif theirs != mine:
+        keys = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise FmnistError(f"study '{name}' was created with other settings (different: {', '.join(keys)}); "
+                          "give the same options as its other workers, or another --study-name")
+    return study
+
+
+class _Surplus(Exception):
+    """The trial found every slot taken: it ends at once and does not count."""
+
+
+class _GracefulStop:
+    """First SIGINT/SIGTERM: finish the current trial, then stop. Second SIGINT: stop now (KeyboardInterrupt)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.requested = False
+        self._log = log
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._log(f"{signal.Signals(signum).name}: stopping after the current trial "
+                  "(Ctrl-C again to abandon it; it will be re-queued)")
+
+    def __enter__(self) -> _GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class WorkerResult:
+    """What one worker did, and where the study stands."""
+
+    ran: int = 0  # trials this worker finished (complete or pruned)
+    finished: int = 0  # finished trials of the whole study
+    target: int = 0
+    stopped: bool = False  # by a signal or the timeout, before the study was finished
+
+    @property
+    def complete(self) -> bool:
+        return self.finished >= self.target
+
+
+def _states() -> tuple:
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.RUNNING, TrialState.WAITING)
+
+
+def count_finished(study: Any) -> int:
+    """Complete and pruned trials of the study."""
+    return len(study.get_trials(deepcopy=False, states=_states()[0]))
+
+
+def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, dict], float], n_trials: int,
+               unique: bool = False, timeout: float | None = None, poll: float = 2.0,
+               log: Callable[[str], None] = print) -> WorkerResult:
+    """Run trials of `study` until it has `n_trials` finished trials (all workers together), then return.
+
+    `suggest(trial)` draws the parameters; `run(trial, params)` trains and returns the objective. With `unique`,
+    a trial whose parameters equal those of a live trial numbered before it is surplus too (grid points, folds).
+    """
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    counted, live = _states()
+    result = WorkerResult(target=n_trials)
+    t0 = time.monotonic()
+    surplus_in_a_row = 0
+    current: dict[str, Any] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        current.update(trial=trial, surplus=False)
+        params = suggest(trial)
+        before = [t for t in study.get_trials(deepcopy=False, states=counted + live) if t.number < trial.number]
+        if len(before) >= n_trials or (unique and any(t.params == params for t in before)):
+            current["surplus"] = True
+            trial.set_user_attr("surplus", True)
+            raise _Surplus
+        trial.set_user_attr("worker", worker_id())
+        return run(trial, params)
+
+    with _GracefulStop(log) as stop:
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials -> FAIL + re-queued copy
+            trials = study.get_trials(deepcopy=False)
+            finished = sum(t.state in counted for t in trials)
+            waiting = sum(t.state == TrialState.WAITING for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            result.finished = finished
+            if finished >= n_trials:
+                break
+            if stop.requested or (timeout is not None and time.monotonic() - t0 > timeout):
+                result.stopped = True
+                break
+            if finished + running + waiting >= n_trials and not waiting:
+                time.sleep(poll)  # the remaining slots are held by running trials; wait in case one dies
+                continue
+            current.clear()
+            try:
+                study.optimize(objective, n_trials=1, catch=(_Surplus,))
+            except KeyboardInterrupt:
+                if "trial" in current and not current["surplus"]:
+                    t = current["trial"]
+                    study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
+                    log(f"trial {t.number} abandoned and re-queued for another worker")
+                result.stopped = True
+                break
+            if current.get("surplus"):
+                surplus_in_a_row += 1
+                if surplus_in_a_row >= 20:
+                    raise FmnistError(f"study '{study.study_name}' cannot finish: {finished} of {n_trials} trials "
+                                      f"finished and no new trial can be made (trials failed more than "
+                                      f"{MAX_RETRY} times?)")
+            elif current:
+                surplus_in_a_row = 0
+                result.ran += 1
+    result.finished = count_finished(study)
+    return result
+
+
+def worker_id() -> str:
+    """host:pid, recorded on each trial so a study shows who ran what."""
+    return f"{os.uname().nodename}:{os.getpid()}"

@@ -1,0 +1,129 @@
+"""Scale-out on a real PostgreSQL server: workers sharing one study, one of them killed mid-trial.
+
+The server is Debian's `postgresql` (scripts/test.sh installs it), started here on loopback in a temporary
+directory, as the `postgres` user when the tests run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name)
+                                                                        else [])
+    if not found:
+        pytest.fail(f"PostgreSQL's {name} not found: apt-get install postgresql (scripts/test.sh does)")
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1; yields its URL."""
+    root = os.geteuid() == 0
+    data = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
+    as_pg = ["runuser", "-u", "postgres", "--"] if root else []
+    if root:
+        shutil.chown(data, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "fmnist"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start"], check=True,
+                   capture_output=True)
+    try:
+        yield f"postgresql://fmnist@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _worker(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fmnist", *args], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env=env)
+
+
+def test_two_workers_one_killed_mid_trial_finish_exactly_the_requested_trials(postgres_url, tmp_path):
+    n = 6
+    name = "kill-test"
+
+    def args(out: str) -> list[str]:
+        return ["tune", "lenet5", "--space", "lr-wd", "--sampler", "random", "--trials", str(n), "--storage",
+                postgres_url, "--study-name", name, "--heartbeat", "1", "--limit", "2000", "--test-limit", "100",
+                "--epochs", "6", "--no-retrain", "--quiet", "--out", str(tmp_path / out)]
+
+    a = _worker(args("a"), tmp_path / "a.log")
+    b = _worker(args("b"), tmp_path / "b.log")
+    # wait until worker a is inside a trial, then SIGKILL it: no chance to clean up
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline and a.poll() is None:
+        try:
+            study = optuna.load_study(study_name=name, storage=postgres_url)
+            victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
+                           if t.user_attrs.get("worker", "").endswith(f":{a.pid}")), None)
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.1)
+    assert victim is not None, (tmp_path / "a.log").read_text()
+    a.kill()
+    a.wait()
+    a2 = _worker(args("a2"), tmp_path / "a2.log")  # the restarted worker
+    assert b.wait(timeout=300) == 0, (tmp_path / "b.log").read_text()
+    assert a2.wait(timeout=300) == 0, (tmp_path / "a2.log").read_text()
+
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in FINISHED]
+    assert len(finished) == n  # exactly the requested number, across all workers
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    killed = next(t for t in trials if t.number == victim.number)
+    assert killed.state == TrialState.FAIL  # marked failed by a heartbeat check, not left running
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retried and retried[0].params == killed.params and retried[0].state in FINISHED
+    for out in ("b", "a2"):
+        r = json.loads((tmp_path / out / "tune.json").read_text())
+        assert r["complete"] and r["n_finished"] == n
+
+
+def test_cv_folds_shared_by_two_workers(postgres_url, tmp_path):
+    def args(out: str) -> list[str]:
+        return ["cv", "lenet5", "--folds", "3", "--repeats", "2", "--storage", postgres_url, "--limit", "600",
+                "--test-limit", "100", "--epochs", "2", "--quiet", "--out", str(tmp_path / out)]
+
+    workers = [_worker(args(o), tmp_path / f"{o}.log") for o in ("a", "b")]
+    for w, o in zip(workers, ("a", "b"), strict=True):
+        assert w.wait(timeout=300) == 0, (tmp_path / f"{o}.log").read_text()
+    ran = [(tmp_path / f"{o}.log").read_text().count(" train / ") for o in ("a", "b")]
+    assert sum(ran) == 6  # every fold of every repeat trained once, by one worker or the other
+    for o in ("a", "b"):  # both wrote the whole result
+        s = json.loads((tmp_path / o / "cv.json").read_text())
+        assert sorted((r["repeat"], r["fold"]) for r in s["per_fold"]) == [(r, k) for r in range(2) for k in (1, 2, 3)]
+
+
+def test_storage_errors_are_one_line_and_hide_the_password(tmp_path):
+    from fmnist.errors import FmnistError
+    from fmnist.studies import open_storage, redact
+
+    assert redact("postgresql://me:secret@db.example/fm") == "postgresql://me:***@db.example/fm"
+    with pytest.raises(FmnistError, match=r"cannot open Optuna storage postgresql://me:\*\*\*@127.0.0.1:1/x"):
+        open_storage("postgresql://me:secret@127.0.0.1:1/x")
