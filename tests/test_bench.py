@@ -10,3 +10,22 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
     assert r["parameters"] == 44426
     assert r["fmnist_train_images_per_s"] > 0 and r["reference_train_images_per_s"] > 0 and r["train_speedup"] > 0
     assert r["fmnist_batch1_latency_ms"] > 0
+
+
+def test_time_to_accuracy_on_a_tiny_setting(tmp_path, capsys):
+    out = tmp_path / "tta.json"
+    assert main(["bench", "--time-to-accuracy", "--preset", "fast", "--seeds", "2", "--limit", "256",
+                 "--test-limit", "64", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["preset"] == "fast" and r["model"] == "resnet_fm_small" and len(r["runs"]) == 2
+    for run in r["runs"]:
+        assert [c["epoch"] for c in run["curve"]] == [1, 2, 3, 4]
+        times = [c["train_seconds"] for c in run["curve"]]
+        assert times == sorted(times) and times[0] > 0
+        assert set(run["reached"]) == {"90%", "91%", "92%", "93%", "94%", "95%"}
+        for th, t in run["reached"].items():  # reached = the first epoch at or above the threshold
+            first = next((c for c in run["curve"] if c["test_accuracy"] >= int(th[:-1]) / 100), None)
+            assert t == (first["train_seconds"] if first else None)
+    assert r["test_accuracy"]["std"] >= 0
+    printed = capsys.readouterr().out
+    assert "preset fast (resnet_fm_small" in printed and "over 2 seed(s)" in printed

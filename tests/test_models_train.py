@@ -117,3 +117,22 @@ def test_train_cli_run_round_trips_and_predicts(tmp_path, small_ds, capsys):
     assert rc == 2 and "bad.png: not a readable image" in cap.err
     preds = json.loads(cap.out)
     assert len(preds) == 4 and all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
+
+
+def test_train_a_preset_by_name(tmp_path, capsys):
+    import json
+
+    from fmnist.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "fast", "--epochs", "1", "--limit", "300", "--test-limit", "100", "--out", str(out),
+                 "--quiet"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == "resnet_fm_small" and cfg["tta"] and cfg["epochs"] == 1  # the option beats the preset
+    assert cfg["val_fraction"] == 0 and cfg["data"]["train_rows"] == 300 and cfg["data"]["val_rows"] == 0
+    assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1
+    capsys.readouterr()
+    assert main(["train", "lenet5", "--preset", "nope", "--limit", "100", "--out", str(tmp_path / "x")]) == 2
+    assert "preset 'nope' unknown; choose from fast, best, max" in capsys.readouterr().err
+    assert main(["train", "fast", "--patience", "2", "--limit", "100", "--out", str(tmp_path / "y")]) == 2
+    assert "patience (early stopping) needs a validation split" in capsys.readouterr().err
