@@ -50,9 +50,10 @@ def write_report(results: dict, out: Path) -> Path:
              f"<p>Data: <code>{html.escape(results['data'])}</code>. Total time {results['seconds'] / 60:.1f} min. "
              f"Accuracy is measured on the official test set{'' if not p['test_limit'] else ' (a slice of it)'}; "
              "every choice (tuning, early stopping) was made on validation splits. "
-             + (f"Profile <code>{p['name']}</code> caps every recipe at {p['max_epochs']} epoch(s)"
+             + (f"Profile <code>{p['name']}</code> caps every seed recipe at {p['max_epochs']} epoch(s)"
                 + (" with a cosine schedule" if p["short_schedule"] else "")
-                + " where the seeds trained 8 to 50, so compare with the seeds' figures on the full profile. "
+                + " where the seeds trained 8 to 50, so compare with the seeds' figures on the full profile; fmnist's "
+                  f"preset <code>{p['preset']}</code> runs as designed. "
                 if p["max_epochs"] else "") +
              f"fmnist {html.escape(str(results['provenance'].get('fmnist')))}, torch "
              f"{html.escape(str(results['provenance'].get('torch')))}, git "

@@ -37,14 +37,15 @@ class Profile:
     tune_epochs: int
     transfer: tuple[str, ...]
     transfer_limit: int | None
-    best_epochs: int
+    preset: str  # fmnist's own recipe (fmnist.presets) for the last step
+    preset_epochs: int | None  # cap on the preset's epochs (None: as the preset says)
 
 
 PROFILES = {
-    "tiny": Profile("tiny", 300, 200, 1, True, 2, 2, 300, 1, ("efficientnet_lite0_tl",), 300, 1),
-    "quick": Profile("quick", None, None, 3, True, 3, 4, 12000, 2, ("efficientnet_lite0_tl",), 12000, 4),
+    "tiny": Profile("tiny", 300, 200, 1, True, 2, 2, 300, 1, ("efficientnet_lite0_tl",), 300, "fast", 1),
+    "quick": Profile("quick", None, None, 3, True, 3, 4, 12000, 2, ("efficientnet_lite0_tl",), 12000, "fast", None),
     "full": Profile("full", None, None, None, False, 5, 20, None, 8,
-                    ("efficientnet_lite0_tl", "vgg16_tl", "vgg19_tl", "resnet50_tl"), None, 12),
+                    ("efficientnet_lite0_tl", "vgg16_tl", "vgg19_tl", "resnet50_tl"), None, "max", None),
 }
 
 
@@ -75,9 +76,14 @@ def plan(profile: Profile) -> list[dict]:
     for m in profile.transfer:
         steps.append({"key": f"transfer-{m}", "technique": "transfer learning", "model": m,
                       "config": _recipe(m, profile)})
-    steps.append({"key": "best-resnet_fm_small", "technique": "fmnist residual net", "model": "resnet_fm_small",
-                  "config": dataclasses.replace(_recipe("resnet_fm_small", profile), epochs=profile.best_epochs,
-                                                schedule="onecycle", lr=0.2)})
+    from fmnist.presets import get_preset
+
+    p = get_preset(profile.preset)
+    cfg = TrainConfig(model=p.model, **p.config)
+    if profile.preset_epochs:
+        cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, profile.preset_epochs))
+    steps.append({"key": f"preset-{p.name}", "technique": f"fmnist preset {p.name}: {p.target}",
+                  "model": p.model, "config": cfg})
     return steps
 
 
