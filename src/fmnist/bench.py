@@ -95,10 +95,16 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
         r.update({f"reference_{k}": v for k, v in inference_speed(ref, ds, None).items()})
         r["train_speedup"] = r["fmnist_train_images_per_s"] / r["reference_train_images_per_s"]
         out["models"][name] = r
-        log(f"{name:<14}{r['parameters']:>10,}  train {r['fmnist_train_images_per_s']:>8,.0f} img/s vs reference "
-            f"{r['reference_train_images_per_s']:>8,.0f} ({r['train_speedup']:.2f}x)  test acc "
-            f"{r['fmnist_test_accuracy']:.4f} vs {r['reference_test_accuracy']:.4f}  batch-1 "
-            f"{r['fmnist_batch1_latency_ms']:.2f} ms  batch {r['fmnist_batch_throughput']:,.0f} img/s")
+        if len(out["models"]) == 1:
+            log(f"{'':<16}{'':>9}  {'train images/s':^25}  {'test accuracy':^15}  {'batch-1 ms':^13}  "
+                f"{'batch-1024 img/s':^17}")
+            log(f"{'model':<16}{'params':>9}  {'fmnist':>8}{'reference':>10}{'ratio':>7}  {'fmnist':>7}"
+                f"{'ref':>8}  {'fmnist':>6}{'ref':>7}  {'fmnist':>8}{'ref':>9}")
+        log(f"{name:<16}{r['parameters']:>9,}  {r['fmnist_train_images_per_s']:>8,.0f}"
+            f"{r['reference_train_images_per_s']:>10,.0f}{r['train_speedup']:>6.2f}x  "
+            f"{r['fmnist_test_accuracy']:>7.4f}{r['reference_test_accuracy']:>8.4f}  "
+            f"{r['fmnist_batch1_latency_ms']:>6.2f}{r['reference_batch1_latency_ms']:>7.2f}  "
+            f"{r['fmnist_batch_throughput']:>8,.0f}{r['reference_batch_throughput']:>9,.0f}")
     return out
 
 
