@@ -10,7 +10,7 @@ def test_tiny_study_writes_report_listing_every_technique(tmp_path, capsys):
     techniques = {s["technique"] for s in r["steps"] if s.get("test_accuracy") is not None}
     assert {"seed recipe", "augmentation", "tuning (seed 001 random search)", "2-fold cross-validation",
             "transfer learning"} <= techniques
-    assert any(t.startswith("fmnist preset fast: 93%") for t in techniques)
+    assert "fmnist preset fast" in techniques
     page = (out / "report.html").read_text()
     for t in techniques:
         assert t in page

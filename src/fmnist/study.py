@@ -82,7 +82,7 @@ def plan(profile: Profile) -> list[dict]:
     cfg = TrainConfig(model=p.model, **p.config)
     if profile.preset_epochs:
         cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, profile.preset_epochs))
-    steps.append({"key": f"preset-{p.name}", "technique": f"fmnist preset {p.name}: {p.target}",
+    steps.append({"key": f"preset-{p.name}", "technique": f"fmnist preset {p.name}",
                   "model": p.model, "config": cfg})
     return steps
 
