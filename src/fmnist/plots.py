@@ -173,7 +173,8 @@ def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path
     vl = [r["val_loss"] for r in per_fold]
     a1.bar(k, vl, color="tab:orange")
     a1.axhline(float(np.mean(vl)), color="k", ls="--", label=f"mean {np.mean(vl):.4f}")
-    a1.set(xlabel="fold", ylabel="validation loss", title="Validation loss per fold")
+    xlabel = "repeat.fold" if repeated else "fold"
+    a1.set(xlabel=xlabel, ylabel="validation loss", title="Validation loss per fold")
     a1.legend()
     w = 0.4
     va = [r["val_acc"] for r in per_fold]
@@ -183,7 +184,7 @@ def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path
     a2.set_ylim(max(0.0, min(va) - 0.05), 1.0)
     for ax in (a1, a2):
         ax.set_xticks(k, names)
-    a2.set(xlabel="fold", ylabel="accuracy", title="Accuracy per fold")
+    a2.set(xlabel=xlabel, ylabel="accuracy", title="Accuracy per fold")
     a2.legend()
     fig.suptitle(title)
     return save_figure(fig, path)
