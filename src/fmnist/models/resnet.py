@@ -5,21 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fmnist.models import activation as act_layer
 from fmnist.models import register_model
 
 
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+def _conv_bn(cin: int, cout: int, act: str) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), act_layer(act))
 
 
 class _Block(nn.Module):
     """conv-pool then two residual convs (the airbench / ResNet-9 block)."""
 
-    def __init__(self, cin: int, cout: int, pool: bool) -> None:
+    def __init__(self, cin: int, cout: int, pool: bool, act: str) -> None:
         super().__init__()
-        self.conv = _conv_bn(cin, cout)
+        self.conv = _conv_bn(cin, cout, act)
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
-        self.res = nn.Sequential(_conv_bn(cout, cout), _conv_bn(cout, cout))
+        self.res = nn.Sequential(_conv_bn(cout, cout, act), _conv_bn(cout, cout, act))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.conv(x))
@@ -29,14 +30,14 @@ class _Block(nn.Module):
 class ResNetFM(nn.Module):
     """Stem at 28x28, three residual stages (28 -> 14 -> 7 -> 3), global max+avg pooling, linear head."""
 
-    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "gelu") -> None:
         super().__init__()
-        w = width
-        self.stem = _conv_bn(1, w)  # (B, w, 28, 28)
+        w, a = width, activation
+        self.stem = _conv_bn(1, w, a)  # (B, w, 28, 28)
         self.stages = nn.Sequential(
-            _Block(w, 2 * w, pool=True),  # (B, 2w, 14, 14)
-            _Block(2 * w, 4 * w, pool=True),  # (B, 4w, 7, 7)
-            _Block(4 * w, 4 * w, pool=True),  # (B, 4w, 3, 3)
+            _Block(w, 2 * w, pool=True, act=a),  # (B, 2w, 14, 14)
+            _Block(2 * w, 4 * w, pool=True, act=a),  # (B, 4w, 7, 7)
+            _Block(4 * w, 4 * w, pool=True, act=a),  # (B, 4w, 3, 3)
         )
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(8 * w, num_classes))
 
@@ -49,12 +50,13 @@ class ResNetFM(nn.Module):
 @register_model("resnet", "fmnist's residual net (ResNet-9 style, GELU, max+avg pool) for best accuracy",
                 recipe=dict(epochs=12, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                             weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="crop,flip"))
-def resnet_fm(num_classes: int = 10, width: int = 32, dropout: float = 0.1) -> nn.Module:
-    return ResNetFM(num_classes, width, dropout)
+def resnet_fm(num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "gelu") -> nn.Module:
+    return ResNetFM(num_classes, width, dropout, activation)
 
 
 @register_model("resnet", "a smaller, faster resnet_fm (width 16)",
                 recipe=dict(epochs=12, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
                             weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="crop,flip"))
-def resnet_fm_small(num_classes: int = 10, width: int = 16, dropout: float = 0.1) -> nn.Module:
-    return ResNetFM(num_classes, width, dropout)
+def resnet_fm_small(num_classes: int = 10, width: int = 16, dropout: float = 0.1,
+                    activation: str = "gelu") -> nn.Module:
+    return ResNetFM(num_classes, width, dropout, activation)
