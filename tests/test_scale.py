@@ -25,8 +25,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name)
-                                                                        else [])
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [p for p in [shutil.which(name)] if p]
     if not found:
         pytest.fail(f"PostgreSQL's {name} not found: apt-get install postgresql (scripts/test.sh does)")
     return found[-1]

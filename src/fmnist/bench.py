@@ -6,6 +6,7 @@ noisy shared machine; absolute figures are not.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from typing import Any
@@ -14,8 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmnist.data import Dataset, to_input
+from fmnist.data import Dataset, holdout_split, to_input
+from fmnist.errors import FmnistError
 from fmnist.models import count_parameters, create_model
+from fmnist.presets import Preset, get_preset
 from fmnist.train import TrainConfig, autocast_dtype, fit, numpy_logits, predict_logits, resolve_device
 
 
@@ -119,11 +122,7 @@ def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: 
     of the training time. Returns per-seed curves, the first time each threshold was reached, and the final test
     accuracy and training time as mean ± std over the seeds.
     """
-    from fmnist.presets import get_preset
-
     if ds.test is None:
-        from fmnist.errors import FmnistError
-
         raise FmnistError("--time-to-accuracy needs a test split")
     p = get_preset(preset)
     runs = [_timed_run(ds, p, seed, device, thresholds, log) for seed in range(seeds)]
@@ -135,12 +134,8 @@ def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: 
             "train_seconds": {"mean": statistics.fmean(secs), "std": statistics.stdev(secs) if seeds > 1 else 0.0}}
 
 
-def _timed_run(ds: Dataset, p: Any, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> dict:
-    import dataclasses
-
-    from fmnist.data import holdout_split
-
-    cfg = dataclasses.replace(TrainConfig(model=p.model, **p.config), seed=seed, device=device)
+def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> dict:
+    cfg = dataclasses.replace(p.train_config(), seed=seed, device=device)
     tr, va = holdout_split(ds.train.labels, cfg.val_fraction, cfg.seed)
     torch.manual_seed(seed)
     model = create_model(p.model, num_classes=len(ds.class_names))
@@ -157,8 +152,7 @@ def _timed_run(ds: Dataset, p: Any, seed: int, device: str, thresholds: tuple[fl
         clock["measuring"] += time.perf_counter() - t
         log(f"{p.name} seed {seed}: epoch {epoch}/{cfg.epochs}  {trained:6.1f}s  test acc {acc:.4f}")
 
-    fit(model, ds.train.take(tr), ds.train.take(va) if len(va) else None, cfg, progress=False,
-        log=lambda *_: None, on_epoch=on_epoch)
+    fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=False, log=lambda *_: None, on_epoch=on_epoch)
     reached = {f"{th:.0%}": next((c["train_seconds"] for c in curve if c["test_accuracy"] >= th), None)
                for th in thresholds}
     return {"seed": seed, "curve": curve, "reached": reached, "final_test_accuracy": curve[-1]["test_accuracy"],

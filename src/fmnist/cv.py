@@ -16,11 +16,12 @@ from fmnist.io import write_json
 from fmnist.studies import (
     HEARTBEAT_SECONDS,
     count_finished,
-    open_storage,
     open_study,
     redact,
     run_worker,
+    sampler_seed,
     signature_name,
+    storage_url,
 )
 from fmnist.train import TrainConfig, fit, numpy_logits
 
@@ -47,19 +48,15 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**config.to_dict(), "folds": folds, "repeats": repeats,
                                      "provenance": provenance()})
-    shared = storage is not None
-    url = storage or f"sqlite:///{(out / 'cv.db').resolve()}"
+    url = storage_url(storage, out / "cv.db")
     signature = {"kind": "cv", "config": config.to_dict() | {"device": None}, "folds": folds, "repeats": repeats,
                  "data": ds.source, "train_rows": len(ds.train), "test_rows": len(ds.test) if ds.test else 0}
     name = study_name or signature_name(f"cv-{config.model}", signature)
     grid = {"repeat": list(range(repeats)), "fold": list(range(1, folds + 1))}
-    sampler = optuna.samplers.GridSampler(grid, seed=config.seed + (os.getpid() if shared else 0))
-    study = open_study(open_storage(url, heartbeat), name, sampler, "maximize", signature)
+    sampler = optuna.samplers.GridSampler(grid, seed=sampler_seed(config.seed, storage))
+    study = open_study(url, heartbeat, name, sampler, "maximize", signature)
     splits: dict[int, list] = {}
     total = folds * repeats
-
-    def what(r: int, k: int) -> str:
-        return f"fold {k}/{folds}" + (f" of repeat {r + 1}/{repeats}" if repeats > 1 else "")
 
     def suggest(trial: optuna.Trial) -> dict:
         return {"repeat": trial.suggest_categorical("repeat", grid["repeat"]),
@@ -70,7 +67,8 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
         if r not in splits:
             splits[r] = kfold_splits(ds.train.labels, folds, config.seed + r)
         tr, va = splits[r][k - 1]
-        log(f"{what(r, k)}: {len(tr):,} train / {len(va):,} validation images")
+        log(f"fold {k}/{folds}" + (f" of repeat {r + 1}/{repeats}" if repeats > 1 else "")
+            + f": {len(tr):,} train / {len(va):,} validation images")
         cfg = dataclasses.replace(config, seed=config.seed + r)
         torch.manual_seed(cfg.seed + k)
         model = create_model(cfg.model, num_classes=len(ds.class_names), **cfg.model_params)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmnist.errors import FmnistError
+from fmnist.train import TrainConfig
 
 _RESNET = dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-               label_smoothing=0.1, tta=True, val_fraction=0.0)
+               label_smoothing=0.1, tta=True, val_fraction=0.0, batch_size=256)
 
 
 @dataclass(frozen=True)
@@ -25,14 +26,18 @@ class Preset:
     target: str  # what the preset is for, e.g. "93% test accuracy in under 2 minutes on a 2-core CPU"
     config: dict[str, Any] = field(default_factory=dict)
 
+    def train_config(self) -> TrainConfig:
+        """The preset as a TrainConfig for its model."""
+        return TrainConfig(model=self.model, **self.config)
+
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fast", "resnet_fm_small", "93% in under 2 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=4, batch_size=256, augment="crop,flip")),
+           dict(_RESNET, epochs=4, augment="crop,flip")),
     Preset("best", "resnet_fm_small", "94% in under 5 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=10, batch_size=256, augment="crop,flip")),
+           dict(_RESNET, epochs=10, augment="crop,flip")),
     Preset("max", "resnet_fm", "95% in under 30 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=26, batch_size=256, augment="crop,flip,erase")),
+           dict(_RESNET, epochs=26, augment="crop,flip,erase")),
 )}
 
 

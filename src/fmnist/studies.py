@@ -21,28 +21,50 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import optuna
+from optuna.trial import TrialState
 
 from fmnist.errors import FmnistError
 
 HEARTBEAT_SECONDS = 10  # how often a running trial records that its worker is alive
 MAX_RETRY = 3  # how many times a trial whose worker died is re-queued
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what --trials counts
+LIVE = (TrialState.RUNNING, TrialState.WAITING)  # holds a slot but is not finished
 
 
 def redact(url: str) -> str:
     """A storage URL without its password, for messages and result files."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def storage_url(storage: str | None, default_db: Path) -> str:
+    """The storage given, or a SQLite file for one machine."""
+    return storage or f"sqlite:///{default_db.resolve()}"
+
+
+def sampler_seed(seed: int, storage: str | None) -> int:
+    """The seed itself for a study of one process (reproducible); offset by the process id on a shared storage,
+    so that workers do not draw the same parameters."""
+    return seed + (os.getpid() if storage is not None else 0)
 
 
 def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
     """An Optuna RDBStorage with heartbeats and retry of trials whose worker died."""
-    import optuna
     import sqlalchemy.exc
 
     if url.startswith(("postgresql://", "postgresql+psycopg://")):  # SQLAlchemy 2.1's default driver: psycopg 3
@@ -53,8 +75,6 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
                 from None
     if heartbeat < 1:
         raise FmnistError(f"--heartbeat must be at least 1 second, got {heartbeat}")
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
@@ -72,13 +92,12 @@ def signature_name(prefix: str, signature: dict) -> str:
     return f"{prefix}-{digest}"
 
 
-def open_study(storage: Any, name: str, sampler: Any, direction: str, signature: dict, pruner: Any = None) -> Any:
+def open_study(url: str, heartbeat: int, name: str, sampler: Any, direction: str, signature: dict,
+               pruner: Any = None) -> Any:
     """Create or join a study; a study made with other settings is refused (workers must agree)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, direction=direction,
-                                pruner=pruner, load_if_exists=True)
+    study = optuna.create_study(storage=open_storage(url, heartbeat), study_name=name, sampler=sampler,
+                                direction=direction, pruner=pruner, load_if_exists=True)
     mine = json.loads(json.dumps(signature, sort_keys=True, default=str))
     theirs = study.user_attrs.get("fmnist")
     if theirs is None:
@@ -127,22 +146,15 @@ class WorkerResult:
     ran: int = 0  # trials this worker finished (complete or pruned)
     finished: int = 0  # finished trials of the whole study
     target: int = 0
-    stopped: bool = False  # by a signal or the timeout, before the study was finished
 
     @property
     def complete(self) -> bool:
         return self.finished >= self.target
 
 
-def _states() -> tuple:
-    from optuna.trial import TrialState
-
-    return (TrialState.COMPLETE, TrialState.PRUNED), (TrialState.RUNNING, TrialState.WAITING)
-
-
 def count_finished(study: Any) -> int:
     """Complete and pruned trials of the study."""
-    return len(study.get_trials(deepcopy=False, states=_states()[0]))
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, dict], float], n_trials: int,
@@ -153,12 +165,6 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
     `suggest(trial)` draws the parameters; `run(trial, params)` trains and returns the objective. With `unique`,
     a trial whose parameters equal those of a live trial numbered before it is surplus too (grid points, folds).
     """
-    import warnings
-
-    import optuna
-    from optuna.trial import TrialState
-
-    counted, live = _states()
     result = WorkerResult(target=n_trials)
     t0 = time.monotonic()
     surplus_in_a_row = 0
@@ -167,7 +173,7 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
     def objective(trial: optuna.Trial) -> float:
         current.update(trial=trial, surplus=False)
         params = suggest(trial)
-        before = [t for t in study.get_trials(deepcopy=False, states=counted + live) if t.number < trial.number]
+        before = [t for t in study.get_trials(deepcopy=False, states=FINISHED + LIVE) if t.number < trial.number]
         if len(before) >= n_trials or (unique and any(t.params == params for t in before)):
             current["surplus"] = True
             trial.set_user_attr("surplus", True)
@@ -181,14 +187,13 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                 warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
                 optuna.storages.fail_stale_trials(study)  # dead workers' trials -> FAIL + re-queued copy
             trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in counted for t in trials)
+            finished = sum(t.state in FINISHED for t in trials)
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             result.finished = finished
             if finished >= n_trials:
                 break
             if stop.requested or (timeout is not None and time.monotonic() - t0 > timeout):
-                result.stopped = True
                 break
             if finished + running + waiting >= n_trials and not waiting:
                 time.sleep(poll)  # the remaining slots are held by running trials; wait in case one dies
@@ -201,7 +206,6 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                     t = current["trial"]
                     study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
                     log(f"trial {t.number} abandoned and re-queued for another worker")
-                result.stopped = True
                 break
             if current.get("surplus"):
                 surplus_in_a_row += 1

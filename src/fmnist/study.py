@@ -79,7 +79,7 @@ def plan(profile: Profile) -> list[dict]:
     from fmnist.presets import get_preset
 
     p = get_preset(profile.preset)
-    cfg = TrainConfig(model=p.model, **p.config)
+    cfg = p.train_config()
     if profile.preset_epochs:
         cfg = dataclasses.replace(cfg, epochs=min(cfg.epochs, profile.preset_epochs))
     steps.append({"key": f"preset-{p.name}", "technique": f"fmnist preset {p.name}",

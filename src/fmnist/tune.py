@@ -32,7 +32,7 @@ import torch
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.io import write_json
-from fmnist.studies import HEARTBEAT_SECONDS, count_finished, open_storage, open_study, redact, run_worker
+from fmnist.studies import HEARTBEAT_SECONDS, count_finished, open_study, redact, run_worker, sampler_seed, storage_url
 from fmnist.train import TrainConfig, fit
 
 # seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
@@ -139,10 +139,9 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shared = storage is not None
-    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    url = storage_url(storage, out / "study.db")
     study_name = study_name or f"tune-{base.model}"
-    smp, grid_size = _sampler(sampler, space, base.seed + (os.getpid() if shared else 0))
+    smp, grid_size = _sampler(sampler, space, sampler_seed(base.seed, storage))
     if trials is None:
         trials = grid_size or 20
     if trials < 1:
@@ -150,7 +149,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     direction = "maximize" if metric == "val_acc" else "minimize"
     signature = {"kind": "tune", "config": base.to_dict() | {"device": None}, "space": space, "sampler": sampler,
                  "metric": metric, "data": ds.source, "train_rows": len(ds.train)}
-    study = open_study(open_storage(url, heartbeat), study_name, smp, direction, signature,
+    study = open_study(url, heartbeat, study_name, smp, direction, signature,
                        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
     if base.val_fraction == 0:
         raise FmnistError("tuning chooses on a validation split: --val-fraction must be above 0")
