@@ -32,3 +32,12 @@ def test_space_file_errors_are_clear(tmp_path):
         load_space(str(f))
     with pytest.raises(FmnistError, match="neither a preset"):
         load_space("nope")
+
+
+def test_joining_a_study_with_other_settings_names_the_setting(tmp_path, capsys):
+    base = ["tune", "lenet5", "--trials", "1", "--epochs", "1", "--limit", "200", "--test-limit", "50",
+            "--no-retrain", "--quiet", "--out", str(tmp_path / "t")]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.01"]) == 2
+    assert "created with other settings (different: config.lr)" in capsys.readouterr().err
