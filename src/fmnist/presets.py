@@ -33,11 +33,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fast", "resnet_fm_small", "93% in under 2 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=4, augment="crop,flip")),
+           dict(_RESNET, epochs=6, augment="crop,flip")),
     Preset("best", "resnet_fm_small", "94% in under 5 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=10, augment="crop,flip")),
+           dict(_RESNET, epochs=15, augment="crop,flip")),
     Preset("max", "resnet_fm", "95% in under 30 minutes of training on a 2-core CPU",
-           dict(_RESNET, epochs=26, augment="crop,flip,erase")),
+           dict(_RESNET, epochs=34, augment="crop,flip,erase")),
 )}
 
 
