@@ -457,7 +457,11 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Mo
     try:
         load_model(model, str(p), strict=True, device=device)
     except (RuntimeError, SafetensorError) as e:
-        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({str(e).splitlines()[0]})") from None
+        lines = str(e).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        detail = detail if len(detail) <= 160 else detail[:160] + "..."
+        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({detail}); a checkpoint saved "
+                          f"by an older fmnist with another layout of this model needs retraining") from None
     model.to(device).eval()
     return model, meta
 
