@@ -82,6 +82,9 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
     dtype = autocast_dtype(dev, "auto")
     out: dict = {"device": str(dev), "autocast": str(dtype) if dtype else "fp32", "train_images": len(ds.train),
                  "epochs": epochs, "batch_size": batch_size, "models": {}}
+    log(f"{'':<16}{'':>9}  {'train images/s':^25}  {'test accuracy':^15}  {'batch-1 ms':^13}  {'batch-1024 img/s':^17}")
+    log(f"{'model':<16}{'params':>9}  {'fmnist':>8}{'reference':>10}{'ratio':>7}  {'fmnist':>7}{'ref':>8}  "
+        f"{'fmnist':>6}{'ref':>7}  {'fmnist':>8}{'ref':>9}")
     for name in models:
         cfg = TrainConfig(model=name, epochs=epochs, batch_size=batch_size, lr=1e-3, device=str(dev))
         torch.manual_seed(0)
@@ -98,11 +101,6 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
         r.update({f"reference_{k}": v for k, v in inference_speed(ref, ds, None).items()})
         r["train_speedup"] = r["fmnist_train_images_per_s"] / r["reference_train_images_per_s"]
         out["models"][name] = r
-        if len(out["models"]) == 1:
-            log(f"{'':<16}{'':>9}  {'train images/s':^25}  {'test accuracy':^15}  {'batch-1 ms':^13}  "
-                f"{'batch-1024 img/s':^17}")
-            log(f"{'model':<16}{'params':>9}  {'fmnist':>8}{'reference':>10}{'ratio':>7}  {'fmnist':>7}"
-                f"{'ref':>8}  {'fmnist':>6}{'ref':>7}  {'fmnist':>8}{'ref':>9}")
         log(f"{name:<16}{r['parameters']:>9,}  {r['fmnist_train_images_per_s']:>8,.0f}"
             f"{r['reference_train_images_per_s']:>10,.0f}{r['train_speedup']:>6.2f}x  "
             f"{r['fmnist_test_accuracy']:>7.4f}{r['reference_test_accuracy']:>8.4f}  "
