@@ -30,3 +30,9 @@ def test_time_to_accuracy_on_a_tiny_setting(tmp_path, capsys):
     assert r["test_accuracy"]["std"] >= 0
     printed = capsys.readouterr().out
     assert "preset fast (resnet_fm_small" in printed and "over 2 seed(s)" in printed
+
+
+def test_bench_refuses_an_unknown_device_in_one_line(tmp_path, capsys):
+    assert main(["bench", "--device", "tpu", "--limit", "64", "--out", str(tmp_path / "b.json")]) == 2
+    assert "device 'tpu' unknown; choose from auto, cpu, cuda" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()

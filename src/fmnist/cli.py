@@ -388,15 +388,15 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "run, their ratio, test accuracy after the same epochs, batch-1 latency and "
                                    "large-batch inference throughput. Writes bench.json.")
     p.add_argument("--models", default="lenet5,cnn_basic", help="comma list (default lenet5,cnn_basic)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--epochs", type=int, default=1, help="training epochs per loop (default 1)")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size of both loops (default 128)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--time-to-accuracy", action="store_true",
                    help="instead: train --preset and print the training time at which each of 90-95%% test "
                         "accuracy was first reached")
     p.add_argument("--preset", default="best", help="with --time-to-accuracy: fast, best or max (default best)")
     p.add_argument("--seeds", type=int, default=1, help="with --time-to-accuracy: runs, for mean ± std")
-    p.add_argument("--out", default="bench.json", metavar="FILE")
+    p.add_argument("--out", default="bench.json", metavar="FILE", help="results as JSON (default bench.json)")
     _add_data_args(p)
     p.set_defaults(func=cmd_bench)
 

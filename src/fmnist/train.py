@@ -60,8 +60,7 @@ class TrainConfig:
             raise FmnistError(f"schedule '{self.schedule}' unknown; choose from {', '.join(SCHEDULES)}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise FmnistError(f"precision '{self.precision}' unknown; choose from auto, bf16, fp32")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise FmnistError(f"device '{self.device}' unknown; choose from auto, cpu, cuda")
+        check_device(self.device)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -128,8 +127,15 @@ class History:
 
 
 # ---------------------------------------------------------------------------------------- device, precision
+def check_device(name: str) -> None:
+    """A one-line error unless `name` is auto, cpu, cuda or cuda:N."""
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise FmnistError(f"device '{name}' unknown; choose from auto, cpu, cuda (or cuda:N)")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu."""
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
