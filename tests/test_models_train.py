@@ -36,6 +36,21 @@ def test_lenet5_has_seed_parameter_count():
     assert sum(p.numel() for p in create_model("lenet5").parameters()) == 44426
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh", "elu", "gelu"])
+def test_pooling_before_a_monotone_activation_is_the_same_function(act):
+    from fmnist.models import activation
+    from fmnist.models.cnn import conv_act_pool
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 6, 5)
+    layers = conv_act_pool(conv, act)
+    pool_first = isinstance(layers[1], torch.nn.MaxPool2d)
+    assert pool_first == (act != "gelu")  # GELU dips below zero: pooling first would change the function
+    x = torch.randn(8, 1, 28, 28)
+    textbook = torch.nn.Sequential(conv, activation(act), torch.nn.MaxPool2d(2))
+    assert torch.equal(torch.nn.Sequential(*layers)(x), textbook(x))
+
+
 def test_unknown_model_and_parameter_are_clear():
     with pytest.raises(FmnistError, match="known models: .*lenet5"):
         create_model("lenet6")
