@@ -103,19 +103,14 @@ def open_study(url: str, heartbeat: int, name: str, sampler: Any, direction: str
     if theirs is None:
         study.set_user_attr("fmnist", mine)
     elif theirs != mine:
-        a, b = _flat(mine), _flat(theirs)
+        import pandas as pd
+
+        # flattened ({'config': {'lr': 1}} -> {'config.lr': 1}) so that a mismatch names the very setting
+        a, b = (pd.json_normalize(s, sep=".").to_dict("records")[0] for s in (mine, theirs))
         keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise FmnistError(f"study '{name}' was created with other settings (different: {', '.join(keys)}); "
                           "give the same options as its other workers, or another --study-name")
     return study
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    """{'config': {'lr': 1}} -> {'config.lr': 1}, so a mismatch names the very setting."""
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 class _Surplus(Exception):

@@ -81,6 +81,10 @@ def create_model(name: str, num_classes: int = 10, **params: Any) -> nn.Module:
         raise FmnistError(f"model '{name}': {e}") from None
 
 
+# activations that never decrease: max-pooling commutes with them, act(max(a, b)) == max(act(a), act(b))
+NON_DECREASING = frozenset({"relu", "tanh", "sigmoid", "elu", "selu", "leaky_relu", "softplus"})
+
+
 def activation(name: str) -> nn.Module:
     """An activation layer by its Keras-style name."""
     table = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU, "selu": nn.SELU,
@@ -95,5 +99,5 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["ModelInfo", "activation", "count_parameters", "create_model", "list_models", "model_info",
+__all__ = ["NON_DECREASING", "ModelInfo", "activation", "count_parameters", "create_model", "list_models", "model_info",
            "register_model"]
