@@ -36,3 +36,12 @@ def test_bench_refuses_an_unknown_device_in_one_line(tmp_path, capsys):
     assert main(["bench", "--device", "tpu", "--limit", "64", "--out", str(tmp_path / "b.json")]) == 2
     assert "device 'tpu' unknown; choose from auto, cpu, cuda" in capsys.readouterr().err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_bench_bad_settings_are_one_line_before_any_table(tmp_path, capsys):
+    cases = ((["--models", "lenet6"], "unknown model 'lenet6'"), (["--epochs", "0"], "epochs must be at least 1"))
+    for bad, msg in cases:
+        assert main(["bench", *bad, "--limit", "64", "--out", str(tmp_path / "b.json")]) == 2
+        out, err = capsys.readouterr()
+        assert msg in err and "params" not in out
+    assert not (tmp_path / "b.json").exists()

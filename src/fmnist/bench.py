@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from fmnist.data import Dataset, holdout_split, to_input
 from fmnist.errors import FmnistError
-from fmnist.models import count_parameters, create_model
+from fmnist.models import count_parameters, create_model, model_info
 from fmnist.presets import Preset, get_preset
 from fmnist.train import TrainConfig, autocast_dtype, fit, numpy_logits, predict_logits, resolve_device
 
@@ -82,11 +82,13 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
     dtype = autocast_dtype(dev, "auto")
     out: dict = {"device": str(dev), "autocast": str(dtype) if dtype else "fp32", "train_images": len(ds.train),
                  "epochs": epochs, "batch_size": batch_size, "models": {}}
+    # every setting checked before the table starts, so bad input is one line with no header above it
+    configs = {name: TrainConfig(model=model_info(name).name, epochs=epochs, batch_size=batch_size, lr=1e-3,
+                                 device=str(dev)) for name in models}
     log(f"{'':<16}{'':>9}  {'train images/s':^25}  {'test accuracy':^15}  {'batch-1 ms':^13}  {'batch-1024 img/s':^17}")
     log(f"{'model':<16}{'params':>9}  {'fmnist':>8}{'reference':>10}{'ratio':>7}  {'fmnist':>7}{'ref':>8}  "
         f"{'fmnist':>6}{'ref':>7}  {'fmnist':>8}{'ref':>9}")
-    for name in models:
-        cfg = TrainConfig(model=name, epochs=epochs, batch_size=batch_size, lr=1e-3, device=str(dev))
+    for name, cfg in configs.items():
         torch.manual_seed(0)
         m = create_model(name)
         h = fit(m, ds.train, None, cfg, progress=False, log=lambda *_: None)
