@@ -121,7 +121,7 @@ def test_cv_folds_shared_by_two_workers(postgres_url, tmp_path):
 
 def test_storage_errors_are_one_line_and_hide_the_password(tmp_path):
     from fmnist.errors import FmnistError
-    from fmnist.studies import open_storage, redact
+    from fmnist.workers import open_storage, redact
 
     assert redact("postgresql://me:secret@db.example/fm") == "postgresql://me:***@db.example/fm"
     with pytest.raises(FmnistError, match=r"cannot open Optuna storage postgresql://me:\*\*\*@127.0.0.1:1/x"):

@@ -30,7 +30,7 @@ def test_space_file_errors_are_clear(tmp_path):
     f.write_text("[params.lr]\ntype = 'float'\nlow = 0.001\n")
     with pytest.raises(FmnistError, match="params.lr needs high"):
         load_space(str(f))
-    with pytest.raises(FmnistError, match="neither a preset"):
+    with pytest.raises(FmnistError, match="neither a named space"):
         load_space("nope")
 
 

@@ -29,7 +29,7 @@ def _load(args: argparse.Namespace):  # noqa: ANN202
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from fmnist.explore import describe_data, format_summary
+    from fmnist.data.report import describe_data, format_summary
 
     ds = _load(args)
     report = describe_data(ds, args.out, plots=not args.no_plots)
@@ -273,7 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from fmnist.bench import bench
-    from fmnist.io import write_json
+    from fmnist.files import write_json
     from fmnist.run import provenance
 
     ds = _load(args)

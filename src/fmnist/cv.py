@@ -12,8 +12,9 @@ import torch
 
 from fmnist.data import Dataset, kfold_splits
 from fmnist.errors import FmnistError
-from fmnist.io import write_json
-from fmnist.studies import (
+from fmnist.files import write_json
+from fmnist.train import TrainConfig, fit, numpy_logits
+from fmnist.workers import (
     HEARTBEAT_SECONDS,
     count_finished,
     open_study,
@@ -23,7 +24,6 @@ from fmnist.studies import (
     signature_name,
     storage_url,
 )
-from fmnist.train import TrainConfig, fit, numpy_logits
 
 
 def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | os.PathLike, repeats: int = 1,

@@ -11,7 +11,7 @@ import torch
 
 from fmnist.data import MEAN, STD
 from fmnist.errors import FmnistError
-from fmnist.io import atomic_path
+from fmnist.files import atomic_path
 
 
 def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None) -> Path:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fmnist.io import save_figure  # noqa: E402
+from fmnist.files import save_figure  # noqa: E402
 
 PathLike = str | os.PathLike
 

@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from fmnist.io import write_text
+from fmnist.files import write_text
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -14,7 +14,7 @@ import torch
 
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.evaluate import classification_metrics, softmax
-from fmnist.io import write_json
+from fmnist.files import write_json
 from fmnist.train import TrainConfig, fit, load_checkpoint, numpy_logits, save_checkpoint
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fmnist.data import Dataset, subset
 from fmnist.errors import FmnistError
-from fmnist.io import write_json
+from fmnist.files import write_json
 from fmnist.train import TrainConfig
 
 SEED_MODELS = ("mlp_jackson", "lenet5", "cnn_basic", "cnn_bn", "cnn_seed000")
@@ -140,7 +140,7 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
     quiet = lambda *_: None  # noqa: E731  (the study prints its own step lines)
     key = step["key"]
     if key == "data":
-        from fmnist.explore import describe_data
+        from fmnist.data.report import describe_data
 
         r = describe_data(full, sdir)
         return {"rows_kept": {s: r[s]["rows_kept"] for s in ("train", "test") if s in r},
@@ -149,11 +149,11 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
     info = model_info(cfg.model)
     row: dict = {"seed_accuracy": info.seed_accuracy, "config": cfg.to_dict()}
     if key.startswith("tune-"):
-        from fmnist.tune import PRESETS, tune
+        from fmnist.tune import SPACES, tune
 
         tds = dataclasses.replace(ds, train=subset(ds.train, profile.tune_limit) if profile.tune_limit else ds.train)
         base = dataclasses.replace(cfg, epochs=profile.tune_epochs)
-        r = tune(base, tds, PRESETS["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
+        r = tune(base, tds, SPACES["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
                  log=quiet)
         if not r["complete"]:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
             raise KeyboardInterrupt

@@ -18,7 +18,7 @@ from torch import nn
 
 from fmnist.data import MEAN, STD, Split, to_input
 from fmnist.errors import FmnistError
-from fmnist.io import atomic_path
+from fmnist.files import atomic_path
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "onecycle")

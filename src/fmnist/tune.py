@@ -31,12 +31,12 @@ import torch
 
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
-from fmnist.io import write_json
-from fmnist.studies import HEARTBEAT_SECONDS, count_finished, open_study, redact, run_worker, sampler_seed, storage_url
+from fmnist.files import write_json
 from fmnist.train import TrainConfig, fit
+from fmnist.workers import HEARTBEAT_SECONDS, count_finished, open_study, redact, run_worker, sampler_seed, storage_url
 
 # seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
-PRESETS: dict[str, dict] = {
+SPACES: dict[str, dict] = {
     "seed000": {
         "model": "cnn_seed000",
         "params": {
@@ -66,11 +66,11 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "
 
 def load_space(spec: str) -> dict:
     """A preset name or a TOML file -> {'params': {...}, 'model': optional}."""
-    if spec in PRESETS:
-        return PRESETS[spec]
+    if spec in SPACES:
+        return SPACES[spec]
     p = Path(spec)
     if not p.is_file():
-        raise FmnistError(f"search space '{spec}': neither a preset ({', '.join(PRESETS)}) nor a file")
+        raise FmnistError(f"search space '{spec}': neither a named space ({', '.join(SPACES)}) nor a file")
     try:
         space = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -188,7 +188,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     if not complete:
         raise FmnistError(f"study '{study_name}' has no completed trial")
     df = study.trials_dataframe(attrs=("number", "value", "params", "state", "duration", "user_attrs"))
-    from fmnist.io import atomic_path
+    from fmnist.files import atomic_path
 
     with atomic_path(out / "trials.csv") as tmp:
         df.to_csv(tmp, index=False)
@@ -217,7 +217,7 @@ def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
     import matplotlib.pyplot as plt
     from optuna.trial import TrialState
 
-    from fmnist.io import save_figure
+    from fmnist.files import save_figure
 
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     values = np.array([t.value for t in trials])

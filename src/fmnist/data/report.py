@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from fmnist.data import Dataset
-from fmnist.io import write_json
+from fmnist.files import write_json
 
 SUMMARY_ROWS = (
     ("rows read", "rows_read"),
