@@ -24,8 +24,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):  # noqa: ANN202
     from fmnist.data import load_dataset
 
-    return load_dataset(args.data, args.test_data, clean=not args.no_clean, limit=args.limit,
-                        test_limit=args.test_limit)
+    ds = load_dataset(args.data, args.test_data, clean=not args.no_clean, limit=args.limit,
+                      test_limit=args.test_limit)
+    for line in ds.changes():  # every command says what makes the data used differ from the files
+        print(f"data: {line}", file=sys.stderr)
+    return ds
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -147,9 +150,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     model = resolve_model(args.model, args)
     config = train_config_from_args(model, args)
+    if args.resume and args.overwrite:
+        raise FmnistError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if args.resume and not args.out:
+        raise FmnistError("--resume needs --out DIR: the run directory to continue")
     ds = _load(args)
     out = args.out or default_run_dir(args.preset or model)
-    metrics = train_run(config, ds, out, progress=not args.quiet)
+    metrics = train_run(config, ds, out, progress=not args.quiet,
+                        existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse")
     print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
     return 130 if metrics.get("interrupted") else 0
 
@@ -316,7 +324,12 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "data, validate each epoch, evaluate once on the test set and write a run "
                                    "directory. Defaults are the model's seed recipe.")
     p.add_argument("model", metavar="MODEL", help="a model (`fmnist models`) or a preset: fast, best, max")
-    _add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP)")
+    _add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP); an existing run is refused unless "
+                     "--overwrite or --resume")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (its files are deleted first)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted or killed run in --out from its last finished epoch (give the "
+                        "same options as when it started)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("study", help="the main job: every technique of the seed projects, one report",
@@ -458,6 +471,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FmnistError as e:
         print(f"fmnist: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the user named cannot be read or written (disk full, permissions, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"fmnist: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

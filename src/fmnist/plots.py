@@ -82,11 +82,12 @@ def learning_curves(history: dict[str, Sequence[float]], path: PathLike, title: 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ep = history["epoch"]
     a1.plot(ep, history["train_loss"], "o-", label="train", ms=3)
-    a1.plot(ep, history["val_loss"], "o-", label="validation", ms=3)
     a2.plot(ep, history["train_acc"], "o-", label="train", ms=3)
-    a2.plot(ep, history["val_acc"], "o-", label="validation", ms=3)
-    if len(history["val_loss"]):
-        best = int(np.argmin(history["val_loss"]))
+    val_loss = np.array([np.nan if v is None else v for v in history["val_loss"]], dtype=float)
+    if np.isfinite(val_loss).any():  # a run without a validation split has no validation curves to draw
+        a1.plot(ep, val_loss, "o-", label="validation", ms=3)
+        a2.plot(ep, history["val_acc"], "o-", label="validation", ms=3)
+        best = int(np.nanargmin(val_loss))
         a1.axvline(ep[best], color="gray", ls=":", label=f"lowest val loss (epoch {ep[best]})")
     a1.set(xlabel="epoch", ylabel="loss", title="Loss")
     a2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from fmnist.data import Dataset, Split, holdout_split
+from fmnist.errors import FmnistError
 from fmnist.evaluate import classification_metrics, softmax
-from fmnist.files import write_json
+from fmnist.files import prepare_out_dir, write_json
 from fmnist.train import TrainConfig, fit, load_checkpoint, numpy_logits, save_checkpoint
 
 
@@ -71,17 +72,27 @@ def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 
 
 
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
-              progress: bool = True, log: Any = print, plots: bool = True) -> dict:
-    """Split, train, save and evaluate one model; returns the metrics dict (also metrics.json)."""
+              progress: bool = True, log: Any = print, plots: bool = True, existing: str = "refuse") -> dict:
+    """Split, train, save and evaluate one model; returns the metrics dict (also metrics.json).
+
+    existing: what to do when out_dir already holds a run: "refuse", "overwrite" (clear it first) or "resume"
+    (continue from its last finished epoch, with the same config).
+    """
     from fmnist import plots as P
     from fmnist.models import count_parameters, create_model
+    from fmnist.train import TRAIN_STATE, load_train_state
 
+    if existing not in ("refuse", "overwrite", "resume"):
+        raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
-    out.mkdir(parents=True, exist_ok=True)
+    # everything that can be refused is checked before the directory is touched
     tr_idx, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
+    if existing == "resume":
+        load_train_state(out / TRAIN_STATE, config)  # refuses a missing state or other settings
+    prepare_out_dir(out, existing="keep" if existing == "resume" else existing)
     n_params = count_parameters(model)
     write_json(out / "config.json", {**config.to_dict(), "data": {
         "source": ds.source, "cleaned": ds.cleaned, "train_rows": len(train), "val_rows": len(val),
@@ -91,10 +102,11 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
         f"writing to {out}")
     if plots and config.augment:
         augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
-    hist = fit(model, train, val, config, progress=progress, log=log)
+    hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
+               resume=existing == "resume")
     # validation accuracy of the weights kept: the best epoch's when early stopping restored it, else the last
     val_accuracy = (hist.val_acc[hist.best_epoch - 1] if hist.restored_best else hist.val_acc[-1]) \
-        if hist.val_acc else None
+        if hist.val_acc and len(val) else None  # None, not NaN, for a run without a validation split
     save_checkpoint(model, out / "model.safetensors", config, ds.class_names, extra={"val_accuracy": val_accuracy})
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
@@ -113,6 +125,8 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
             f"{hist.images_per_second:,.0f} images/s)")
     metrics["provenance"] = provenance()
     write_json(out / "metrics.json", metrics)
+    if not hist.interrupted:
+        (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
     return metrics
 
 
@@ -121,8 +135,7 @@ def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.Path
     """Evaluate a saved run on a dataset's test split (or its train split when it has no test split)."""
     model, meta = load_checkpoint(run_dir)
     split, which = (ds.test, "test") if ds.test is not None else (ds.train, "train")
-    out = Path(out_dir) if out_dir else Path(run_dir) / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(Path(out_dir) if out_dir else Path(run_dir) / "evaluation", existing="keep")
     if tta is None:
         tta = bool(meta.get("config", {}).get("tta", False))
     m = evaluate_model(model, split, tuple(meta["class_names"]), out, tta=tta, prefix=which)

@@ -18,7 +18,7 @@ from torch import nn
 
 from fmnist.data import MEAN, STD, Split, to_input
 from fmnist.errors import FmnistError
-from fmnist.files import atomic_path
+from fmnist.files import atomic_path, dumps
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -61,11 +61,26 @@ class TrainConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise FmnistError(f"precision '{self.precision}' unknown; choose from auto, bf16, fp32")
         check_device(self.device)
+        for f in fields(self):  # types first: a library caller may pass "0.1" or None
+            v = getattr(self, f.name)
+            want = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(f.type)
+            if want and (not isinstance(v, want) or (isinstance(v, bool) and f.type != "bool")):
+                raise FmnistError(f"{f.name} must be {'a number' if f.type == 'float' else f'a {f.type}'}, "
+                                  f"got {v!r}")
+            if f.type == "float" and not math.isfinite(v):
+                raise FmnistError(f"{f.name} must be a finite number, got {v}")
+        if not isinstance(self.model_params, dict):
+            raise FmnistError(f"model_params must be a dict, got {self.model_params!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise FmnistError(f"lr must be positive, got {self.lr}")
+        for name in ("weight_decay", "l2", "warmup_epochs", "patience", "momentum"):
+            if getattr(self, name) < 0:
+                raise FmnistError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.momentum >= 1:
+            raise FmnistError(f"momentum must be below 1, got {self.momentum}")
         if not 0 <= self.label_smoothing < 1:
             raise FmnistError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.val_fraction < 1:
@@ -121,7 +136,10 @@ class History:
         cols = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr")
         lines = [",".join(cols)]
         for i in range(len(self.epoch)):
-            lines.append(",".join(f"{getattr(self, c)[i]:.6g}" if c != "epoch" else str(self.epoch[i]) for c in cols))
+            # an empty cell, not "nan", where a run had no validation split
+            lines.append(",".join(str(self.epoch[i]) if c == "epoch" else
+                                  f"{getattr(self, c)[i]:.6g}" if math.isfinite(getattr(self, c)[i]) else ""
+                                  for c in cols))
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
 
@@ -259,12 +277,16 @@ def _frozen_features(model: nn.Module, augment: bool) -> bool:
 
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
-        progress: bool = True, log: Any = print, on_epoch: Any = None) -> History:
+        progress: bool = True, log: Any = print, on_epoch: Any = None,
+        state_path: str | os.PathLike | None = None, resume: bool = False) -> History:
     """Train `model` on `train`, validating on `val` after each epoch. Returns the History.
 
     Ctrl-C stops after the current step and returns what was done (History.interrupted). With patience > 0,
     training stops when validation loss has not improved for that many epochs and the best weights are restored.
     `on_epoch(epoch, val_loss, val_acc)`, if given, is called after each epoch (a tuner prunes from it).
+    With `state_path`, everything needed to continue (weights, optimizer, step, EMA, random states, history) is
+    written there atomically after each epoch; `resume=True` continues from it, and on CPU with the same config
+    ends with the same weights as a run that was never stopped.
     """
     from tqdm.auto import tqdm
 
@@ -306,10 +328,29 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     total = steps_per_epoch * config.epochs
     hist = History()
     best_loss, best_state, since_best, step = math.inf, None, 0, 0
+    seen, before = 0, 0.0  # images and seconds of training before this process (a resumed run)
+    first = 1
+    if resume:
+        st = load_train_state(state_path, config)
+        net.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        if ema is not None and st["ema"] is not None:
+            ema.load_state_dict(st["ema"])
+        g.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        if device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"], device)
+        hist = History(**st["history"])
+        best_loss, best_state, since_best = st["best_loss"], st["best_state"], st["since_best"]
+        step, seen, before = st["step"], st["seen"], st["seconds"]
+        first = len(hist.epoch) + 1
+        log(f"resuming at epoch {first}/{config.epochs} (step {step:,}) from {state_path}")
     t_start = time.perf_counter()
-    seen = 0
+    stop = hist.stopped_early
     try:
-        for epoch in range(1, config.epochs + 1):
+        for epoch in range(first, config.epochs + 1):
+            if stop:
+                break
             t_ep = time.perf_counter()
             net.train()
             perm = torch.randperm(n, generator=g).to(device)
@@ -367,20 +408,31 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                     best_state = copy.deepcopy(net.state_dict())
             else:
                 since_best += 1
+            if config.patience and since_best >= config.patience:
+                hist.stopped_early = stop = True
+            if state_path is not None:
+                hist.train_seconds = before + time.perf_counter() - t_start
+                save_train_state(state_path, {
+                    "config": config.to_dict(), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None, "generator": g.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "history": hist.as_dict(), "best_loss": best_loss, "best_state": best_state,
+                    "since_best": since_best, "step": step, "seen": seen, "seconds": hist.train_seconds})
+            # logged once the state is on disk: a run killed after this line resumes after this epoch
             log(f"epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f}  {hist.seconds[-1]:.1f}s"
-                + ("  (best)" if hist.best_epoch == epoch and x_va is not None else ""))
+                + (f"val loss {val_loss:.4f} acc {val_acc:.4f}" if x_va is not None else "(no validation split)")
+                + f"  {hist.seconds[-1]:.1f}s" + ("  (best)" if hist.best_epoch == epoch and x_va is not None else ""))
             if on_epoch is not None:
                 on_epoch(epoch, val_loss, val_acc)
-            if config.patience and since_best >= config.patience:
-                hist.stopped_early = True
+            if stop:
                 log(f"early stop: validation loss has not improved for {config.patience} epochs "
                     f"(best at epoch {hist.best_epoch})")
-                break
     except KeyboardInterrupt:
         hist.interrupted = True
-        log(f"interrupted at epoch {len(hist.epoch) + 1}: keeping the {len(hist.epoch)} finished epoch(s)")
-    hist.train_seconds = time.perf_counter() - t_start
+        log(f"interrupted at epoch {len(hist.epoch) + 1}: keeping the {len(hist.epoch)} finished epoch(s)"
+            + (f"; continue it with --resume (state in {state_path})" if state_path is not None else ""))
+    hist.train_seconds = before + time.perf_counter() - t_start
     hist.images_per_second = seen / max(hist.train_seconds, 1e-9)
     if best_state is not None and hist.best_epoch != (hist.epoch[-1] if hist.epoch else 0):
         net.load_state_dict(best_state)
@@ -408,19 +460,49 @@ def _features(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> t
 def _copy_ema(ema: nn.Module, net: nn.Module, x_sample: torch.Tensor, dtype: torch.dtype | None) -> None:
     # the averaged weights become the model's; BatchNorm statistics are re-estimated on a sample
     net.load_state_dict(ema.module.state_dict())
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
-        for m in net.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                m.momentum = None  # cumulative average
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the sample
         net.train()
         device = next(net.parameters()).device
         for i in range(0, len(x_sample), 512):
             with _autocast(device, dtype):
                 net(x_sample[i:i + 512])
+        for m, mom in zip(norms, momenta, strict=True):  # training goes on with the usual running average
+            m.momentum = mom
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
+TRAIN_STATE = "train_state.pt"  # in a run directory while training; removed when the run is complete
+
+
+def save_train_state(path: str | os.PathLike, state: dict) -> None:
+    """Write the state of an unfinished run atomically (tensors and plain values only: loads without pickle)."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | os.PathLike | None, config: TrainConfig) -> dict:
+    """The state saved by fit(); refused with one line when missing, unreadable or made with another config."""
+    p = Path(path) if path is not None else None
+    if p is None or not p.is_file():
+        raise FmnistError(f"{p.parent if p else 'this run'}: nothing to resume (no {TRAIN_STATE}: the run finished, "
+                          "or never completed an epoch)")
+    try:
+        st = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (torch raises many kinds for a damaged file)
+        raise FmnistError(f"{p}: not a readable training state ({type(e).__name__})") from None
+    mine, theirs = config.to_dict(), st.get("config", {})
+    diff = [k for k in mine if k != "device" and mine[k] != theirs.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)
+        raise FmnistError(f"{p}: the run was started with other settings ({was}); resume it with the same options")
+    return st
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConfig,
                     class_names: tuple[str, ...], extra: dict | None = None) -> Path:
     """Weights as safetensors, with the model name, parameters, config and classes in its metadata."""
@@ -431,7 +513,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConf
             "config": config.to_dict(), **(extra or {})}
     model = model.to("cpu").to(memory_format=torch.contiguous_format)
     with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata={"fmnist": json.dumps(meta)})
+        save_model(model, str(tmp), metadata={"fmnist": dumps(meta, indent=None)})
     return Path(path)
 
 

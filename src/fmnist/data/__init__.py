@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fmnist.data.audit import SplitAudit, audit_and_clean, first_problem
-from fmnist.data.readers import FASHION_CLASSES, RawSplit, read_class_names, read_raw
+from fmnist.data.readers import FASHION_CLASSES, RawSplit, locate, read_class_names, read_raw
 from fmnist.errors import DataError
 
 # Fashion-MNIST training-set statistics of pixels/255: models see (x/255 - MEAN) / STD.
@@ -47,6 +48,25 @@ class Dataset:
     cleaned: bool = True
     audit: dict[str, SplitAudit] = field(default_factory=dict)
     train_test_overlap: int = 0
+    notes: tuple[str, ...] = ()  # what reading changed (e.g. 0..1 floats scaled to 0..255)
+
+    def changes(self) -> list[str]:
+        """One line per thing that makes the data used differ from the files: rescaling, names read as numbers,
+        and every row that cleaning dropped (with the first example). Every command prints these."""
+        lines = list(self.notes)
+        for a in self.audit.values():
+            if a.rows_kept == a.rows_read:
+                continue
+            why = [f"{n:,} {what}" for n, what in (
+                (a.rows_with_missing_values, "with empty cells"),
+                (a.rows_with_invalid_values, "with invalid values"),
+                (a.duplicates_removed, "exact duplicates"),
+                (a.conflicting_duplicates_removed, "conflicting duplicates"),
+                (a.overlap_removed, "also in the test split")) if n]
+            first = next((ex[0] for ex in a.examples.values() if ex), None)
+            lines.append(f"{a.source}: kept {a.rows_kept:,} of {a.rows_read:,} rows; dropped {', '.join(why)}"
+                         + (f" (e.g. {first})" if first else ""))
+        return lines
 
     def report(self) -> dict:
         """The data report as a JSON-ready dict (data_report.json)."""
@@ -66,9 +86,16 @@ class Dataset:
 
 def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
                  clean: bool = True, limit: int | None = None, test_limit: int | None = None) -> Dataset:
-    """Read, audit and (by default) clean a dataset. `limit` keeps a stratified-by-order slice of the first rows."""
-    train_raw, test_raw, source = read_raw(data, test_data)
+    """Read, audit and (by default) clean a dataset; `limit` and `test_limit` keep the first rows of each split.
+
+    What cleaning dropped and anything rescaled is in `Dataset.changes()`.
+    """
+    for name, n in (("limit", limit), ("test_limit", test_limit)):
+        if n is not None and (not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1):
+            raise DataError(f"--{name.replace('_', '-')} must be a whole number of rows, at least 1; got {n!r}")
+    source = locate(data)
     class_names = read_class_names(source)
+    train_raw, test_raw, source = read_raw(source, test_data, class_names)
     kept, audits, overlap = audit_and_clean(train_raw, test_raw, class_names)
     if not clean:
         for raw in (train_raw, test_raw):
@@ -77,8 +104,11 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
         kept = {"train": np.arange(len(train_raw))}
         if test_raw is not None:
             kept["test"] = np.arange(len(test_raw))
-    if len(kept["train"]) == 0:
-        raise DataError(f"{train_raw.source}: no usable training rows left after cleaning")
+    for name, raw in (("train", train_raw), ("test", test_raw)):
+        if raw is not None and len(kept[name]) == 0:
+            why = first_problem(raw)
+            raise DataError(f"{raw.source}: no usable {name} rows" + (f" after cleaning; e.g. {why.split(': ', 1)[1]}"
+                                                                    if why else ""))
 
     def make(raw: RawSplit, idx: np.ndarray, n: int | None) -> Split:
         if n is not None:
@@ -87,7 +117,8 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
 
     train = make(train_raw, kept["train"], limit)
     test = make(test_raw, kept["test"], test_limit) if test_raw is not None else None
-    return Dataset(train, test, class_names, source, clean, audits, overlap)
+    notes = tuple(train_raw.notes) + (tuple(test_raw.notes) if test_raw is not None else ())
+    return Dataset(train, test, class_names, source, clean, audits, overlap, notes)
 
 
 def holdout_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,6 +130,13 @@ def holdout_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[n
     idx = np.arange(len(labels))
     if val_fraction == 0:
         return idx, idx[:0]
+    counts = np.bincount(labels) if len(labels) else np.zeros(1, int)
+    present = counts[counts > 0]
+    k, n_val = len(present), math.ceil(len(labels) * val_fraction)
+    if len(present) == 0 or present.min() < 2 or n_val < k or len(labels) - n_val < k:  # what stratifying needs
+        raise DataError(f"{len(labels)} training rows are too few for a stratified {val_fraction:.0%} validation "
+                        f"split of {k} classes (each class needs 2 rows, each side {k}); use more rows "
+                        "(--limit) or --val-fraction 0")
     tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
     return np.sort(tr), np.sort(va)
 
@@ -109,6 +147,10 @@ def kfold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.nda
 
     if folds < 2:
         raise DataError(f"--folds must be at least 2, got {folds}")
+    counts = np.bincount(labels)
+    if len(labels) == 0 or counts[counts > 0].min() < folds:
+        raise DataError(f"{folds}-fold cross-validation needs at least {folds} rows of every class; the smallest "
+                        f"class has {counts[counts > 0].min()} (use more rows or fewer folds)")
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return [(tr, va) for tr, va in skf.split(np.zeros(len(labels)), labels)]
 

@@ -9,6 +9,7 @@ Policy (reported, never silent):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,12 +36,16 @@ class SplitAudit:
 
 def image_keys(images: np.ndarray) -> np.ndarray:
     """One hashable key per image (N,) so equal images have equal keys."""
-    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    flat = np.ascontiguousarray(images.reshape(len(images), int(np.prod(images.shape[1:]))))
     return flat.view(np.dtype((np.void, flat.shape[1]))).ravel()
 
 
-def _dedupe(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, int, list[str]]:
-    """Indices to keep after dropping conflicting duplicates and all but the first exact duplicate."""
+def _dedupe(images: np.ndarray, labels: np.ndarray, where: Callable[[int], str]
+            ) -> tuple[np.ndarray, int, int, list[str]]:
+    """Indices to keep after dropping conflicting duplicates and all but the first exact duplicate.
+
+    `where(i)` names row i in the source file ("line 7", "item 6") for the examples.
+    """
     keys = image_keys(images)
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
@@ -59,7 +64,8 @@ def _dedupe(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, in
     ex = []
     for g in np.flatnonzero(conflicting_group)[:5]:
         rows = np.flatnonzero(inverse == g)
-        ex.append(f"rows {', '.join(map(str, rows[:4]))}: one image with labels {sorted(set(labels[rows].tolist()))}")
+        ex.append(f"{', '.join(where(r) for r in rows[:4])}: one image with labels "
+                  f"{sorted(set(labels[rows].tolist()))}")
     return np.flatnonzero(keep), n_dup, n_conflict, ex
 
 
@@ -85,11 +91,14 @@ def audit_and_clean(train: RawSplit, test: RawSplit | None, class_names: tuple[s
         if raw is None:
             continue
         valid = np.flatnonzero(~(raw.missing | raw.invalid))
-        keep_rel, n_dup, n_conf, conf_ex = _dedupe(raw.images[valid], raw.labels[valid])
+        # examples name source rows: CSV lines, or item numbers of formats without lines
+        def where(i: int, raw: RawSplit = raw, valid: np.ndarray = valid) -> str:
+            return f"line {valid[i] + raw.row_offset}" if raw.row_offset else f"item {valid[i]}"
+
+        keep_rel, n_dup, n_conf, conf_ex = _dedupe(raw.images[valid], raw.labels[valid], where)
         kept[name] = valid[keep_rel]
         ex = dict(raw.examples)
         if conf_ex:
-            # translate positions among valid rows into source rows
             ex["conflicting_duplicates"] = conf_ex
         stats[name] = dict(source=raw.source, rows_read=len(raw), rows_with_missing_values=int(raw.missing.sum()),
                            rows_with_invalid_values=int(raw.invalid.sum()), duplicates_removed=n_dup,

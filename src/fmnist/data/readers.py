@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class RawSplit:
     # what was wrong, for the report: problem -> first few row descriptions ("line 7: pixel12 is 'abc'")
     examples: dict[str, list[str]] = field(default_factory=dict)
     row_offset: int = 0  # file line of row 0 (2 for a CSV with a header), 0 for formats without lines
+    notes: list[str] = field(default_factory=list)  # what reading changed, said to the user ("scaled 0..1 ...")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -112,8 +114,11 @@ def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
 
 
 # ----------------------------------------------------------------------------------------------------- CSV
-def read_csv(path: str | os.PathLike) -> RawSplit:
-    """Read a Kaggle-style CSV (`label,pixel1..pixel784`): 60,000 rows in a few seconds."""
+def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLASSES) -> RawSplit:
+    """Read a Kaggle-style CSV (`label,pixel1..pixel784`): 60,000 rows in a few seconds.
+
+    Labels may be class numbers or class names (`class_names`, matched ignoring case and surrounding spaces).
+    """
     import pandas as pd
 
     path = Path(path)
@@ -158,11 +163,20 @@ def read_csv(path: str | os.PathLike) -> RawSplit:
     missing_cells = ordered.isna().to_numpy()  # empty cells, before coercion
     nonnumeric = np.zeros(ordered.shape, dtype=bool)
     object_cols = [j for j, dt in enumerate(ordered.dtypes) if not pd.api.types.is_numeric_dtype(dt)]
+    notes = []
     if object_cols:  # a column with any text cell: coerce it, and report the cells that were not numbers
         ordered = ordered.copy()
         for j in object_cols:
             col = ordered.columns[j]
-            coerced = pd.to_numeric(ordered[col].astype(str).str.strip(), errors="coerce")
+            text = ordered[col].astype(str).str.strip()
+            coerced = pd.to_numeric(text, errors="coerce")
+            if j == 0:  # labels given as class names ("T-shirt/top"): their index in class_names
+                index = {n.strip().lower(): i for i, n in enumerate(class_names)}
+                by_name = text.str.lower().map(index)
+                if by_name.notna().any():
+                    notes.append(f"{path}: {int(by_name.notna().sum()):,} labels given as class names, read as "
+                                 "their class numbers")
+                coerced = coerced.fillna(by_name)
             nonnumeric[:, j] = coerced.isna().to_numpy() & ~missing_cells[:, j]
             ordered[col] = coerced
     values = ordered.to_numpy(dtype=np.float64, na_value=np.nan)  # (N, 785), one bulk conversion
@@ -183,6 +197,7 @@ def read_csv(path: str | os.PathLike) -> RawSplit:
         out = []
         for r, c in zip(rows[:5], cs[:5], strict=True):
             cell = raw_cells.iat[r, c]
+            cell = cell.item() if isinstance(cell, np.generic) else cell  # 12.5, not np.float64(12.5)
             out.append(f"line {r + 2}: {names[c]} {what}" + ("" if what == "is empty" else f" ({cell!r})"))
         return out
 
@@ -204,8 +219,12 @@ def read_csv(path: str | os.PathLike) -> RawSplit:
     images[usable] = values[usable, 1:].astype(np.uint8)
     labels = np.full(len(df), -1, dtype=np.int64)
     labels[usable] = values[usable, 0].astype(np.int64)
+    if examples.get("non_numeric"):  # a text label that is no class name: say which names would be read
+        examples["non_numeric"] = [e + (f": neither 0..9 nor a class name ({', '.join(class_names)})"
+                                        if e.split(": ", 1)[1].startswith("label ") else "")
+                                   for e in examples["non_numeric"]]
     return RawSplit(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels, str(path), missing, invalid, examples,
-                    row_offset=2)
+                    row_offset=2, notes=notes)
 
 
 # ----------------------------------------------------------------------------------------------------- NPZ
@@ -233,7 +252,14 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
                 continue
             if f"y_{name}" not in keys:
                 raise DataError(f"{path}: x_{name} without y_{name}")
-            x, y = z[f"x_{name}"], z[f"y_{name}"]
+            try:
+                x, y = z[f"x_{name}"], z[f"y_{name}"]
+            except ValueError:  # numpy refuses object arrays without allow_pickle
+                raise DataError(f"{path}: x_{name} or y_{name} holds Python objects, not numbers (fmnist never "
+                                "unpickles data files); save numeric arrays, e.g. np.savez(..., x_train="
+                                "x.astype('uint8'))") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise DataError(f"{path}: corrupt array x_{name} or y_{name} ({e})") from None
             splits.append(_from_arrays(x, y, f"{path}[{name}]"))
     return splits[0], splits[1]
 
@@ -248,8 +274,12 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
     y = np.asarray(y).reshape(-1)
     if len(x) != len(y):
         raise DataError(f"{source}: {len(x)} images but {len(y)} labels")
-    if not np.issubdtype(y.dtype, np.number):
+    if not np.issubdtype(y.dtype, np.number) or y.dtype == bool:
         raise DataError(f"{source}: labels have dtype {y.dtype}, expected integers")
+    notes = []
+    if len(x):
+        x, note = pixel_scale(x, source)
+        notes += [note] if note else []
     xf = x.astype(np.float64) if x.dtype != np.uint8 else x
     examples = {}
     if x.dtype != np.uint8:
@@ -266,7 +296,38 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
         examples["label_out_of_range"] = [f"item {i}: label {y[i]} is outside 0..9" for i in np.flatnonzero(bad_y)[:5]]
     images = np.where(invalid[:, None, None], 0, np.nan_to_num(xf)).astype(np.uint8)
     labels = np.where(invalid, -1, np.nan_to_num(yf)).astype(np.int64)
-    return RawSplit(images, labels, source, np.zeros(len(x), bool), invalid, examples)
+    return RawSplit(images, labels, source, np.zeros(len(x), bool), invalid, examples, notes=notes)
+
+
+def pixel_scale(a: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
+    """Pixels as 0..255 values, and a note when they were rescaled; one clear error when the scale is unknown.
+
+    Float arrays whose values all lie in 0..1 are 0..1 intensities (what many Keras users save after dividing by
+    255): they are multiplied by 255 and the note says so. Booleans, negative values (standardized data) and
+    integer images holding only 0 and 1 (0..1 data or an almost black 0..255 image?) are refused, never guessed.
+    """
+    a = np.asarray(a)
+    if a.dtype == bool:
+        raise DataError(f"{name}: pixels are booleans; give 0..255 integers or 0..1 floats")
+    if not np.issubdtype(a.dtype, np.number):
+        raise DataError(f"{name}: pixels must be numbers (found {a.dtype.name} values)")
+    if a.size == 0 or a.dtype == np.uint8:
+        return a, None
+    af = a.astype(np.float64)
+    if not np.isfinite(af).all():
+        raise DataError(f"{name}: pixels must be finite numbers (found NaN or infinity)")
+    lo, hi = float(af.min()), float(af.max())
+    if lo < 0:
+        raise DataError(f"{name}: pixels range {lo:.3g}..{hi:.3g}; negative values look standardized: give raw "
+                        "0..255 integers or 0..1 floats")
+    if hi > 255:
+        raise DataError(f"{name}: pixels range {lo:.3g}..{hi:.3g}; expected 0..255 (or 0..1 floats)")
+    if np.issubdtype(a.dtype, np.floating) and hi <= 1:
+        return np.rint(af * 255), f"{name}: float pixels in 0..1, scaled to 0..255"
+    if np.issubdtype(a.dtype, np.integer) and hi == 1:
+        raise DataError(f"{name}: every pixel is 0 or 1: for 0..1 intensities give floats (e.g. 1.0) or multiply "
+                        "by 255; a 0..255 image this dark cannot be told apart")
+    return a, None
 
 
 # ---------------------------------------------------------------------------------------------- locating
@@ -328,42 +389,43 @@ def locate(data: str | os.PathLike | None) -> Path:
     raise DataError(f"no Fashion-MNIST data found in {', '.join(DEFAULT_DATA_DIRS)}; {HOW_TO_GET_DATA}")
 
 
-def _read_file(p: Path) -> tuple[RawSplit, RawSplit | None]:
+def _read_file(p: Path, class_names: tuple[str, ...]) -> tuple[RawSplit, RawSplit | None]:
     suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
     if p.suffix.lower() == ".csv":
-        return read_csv(p), None
+        return read_csv(p, class_names), None
     if p.suffix.lower() == ".npz":
         return read_npz(p)
     raise DataError(f"{p}: unsupported data file type '{suffix}' (use an IDX directory, a .csv or a .npz)")
 
 
-def read_raw(data: str | os.PathLike | None = None,
-             test_data: str | os.PathLike | None = None) -> tuple[RawSplit, RawSplit | None, str]:
+def read_raw(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
+             class_names: tuple[str, ...] | None = None) -> tuple[RawSplit, RawSplit | None, str]:
     """Read train and (if present) test splits from any supported source; returns (train, test, source)."""
     p = locate(data)
+    class_names = class_names or read_class_names(p)
     if p.is_dir():
         idx = _idx_in(p)
         if idx and "train" in idx:
             train = read_idx_pair(*idx["train"])
             test = read_idx_pair(*idx["test"]) if "test" in idx else None
         elif (csvs := _csvs_in(p)) is not None:
-            train = read_csv(csvs[0])
-            test = read_csv(csvs[1]) if csvs[1] else None
+            train = read_csv(csvs[0], class_names)
+            test = read_csv(csvs[1], class_names) if csvs[1] else None
         elif npz := sorted(p.glob("*.npz")):
             train, test = read_npz(npz[0])
         else:
             raise DataError(f"{p}: no data here (looked for train-images-idx3-ubyte[.gz], *train*.csv, *.npz); "
                             f"{HOW_TO_GET_DATA}")
     else:
-        train, test = _read_file(p)
+        train, test = _read_file(p, class_names)
     if test_data is not None:
         tp = Path(test_data)
         if not tp.exists():
             raise DataError(f"{tp}: no such file or directory")
         if tp.is_dir():
-            test, _, _ = read_raw(tp)
+            test, _, _ = read_raw(tp, class_names=class_names)
         else:
-            t_train, t_test = _read_file(tp)
+            t_train, t_test = _read_file(tp, class_names)
             test = t_test if t_test is not None else t_train
     return train, test, str(p)
 
@@ -373,8 +435,17 @@ def read_class_names(source: str | os.PathLike) -> tuple[str, ...]:
     p = Path(source)
     f = (p if p.is_dir() else p.parent) / "classes.txt"
     if f.is_file():
-        names = tuple(line.strip() for line in f.read_text().splitlines() if line.strip())
+        try:
+            names = tuple(line.strip() for line in f.read_text().splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{f}: cannot read class names ({e})") from None
         if len(names) != 10:
             raise DataError(f"{f}: {len(names)} class names, expected 10 (one per line)")
+        seen: dict[str, int] = {}
+        for i, n in enumerate(names, start=1):
+            if n.lower() in seen:
+                raise DataError(f"{f}: class name '{n}' appears twice (names {seen[n.lower()]} and {i}); "
+                                "each of the 10 classes needs its own name")
+            seen[n.lower()] = i
         return names
     return FASHION_CLASSES
