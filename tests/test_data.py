@@ -143,3 +143,87 @@ def test_splits_are_stratified_and_disjoint(small_ds):
     assert sorted(vals) == list(range(len(y)))
     for tr, va in folds:
         assert len(set(tr) & set(va)) == 0
+
+
+def _rows(ds, n):
+    return ds.train.images[:n].reshape(n, -1), ds.train.labels[:n]
+
+
+def test_class_name_labels_are_read_and_said(tmp_path, small_ds, capsys):
+    from fmnist.data import FASHION_CLASSES
+
+    px, y = _rows(small_ds, 30)
+    f = write_csv(tmp_path / "train.csv", [f" {FASHION_CLASSES[i].upper()} " for i in y], px)
+    ds = load_dataset(f)
+    assert (ds.train.labels == y).all() and "30 labels given as class names" in ds.changes()[0]
+    labels = [FASHION_CLASSES[i] for i in y]
+    labels[4] = "Tshirt"  # neither a number nor a class name: that row is dropped, and the message says why
+    write_csv(f, labels, px)
+    assert main(["data", "--data", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "kept 29 of 30 rows" in err and "line 6: label is not a number ('Tshirt')" in err
+    write_csv(f, ["Tshirt"] * 30, px)
+    with pytest.raises(DataError, match=r"train.csv: no usable train rows after cleaning; e.g. line 2: label is "
+                                        r"not a number \('Tshirt'\): neither 0..9 nor a class name"):
+        load_dataset(f)
+
+
+def test_npz_floats_in_0_1_are_scaled_and_other_scales_refused(tmp_path, small_ds):
+    x, y = small_ds.train.images[:40], small_ds.train.labels[:40]
+    np.savez(tmp_path / "f.npz", x_train=x / 255.0, y_train=y)
+    ds = load_dataset(tmp_path / "f.npz")
+    assert (ds.train.images == x).all() and ds.changes() == [f"{tmp_path / 'f.npz'}[train]: float pixels in 0..1, "
+                                                             "scaled to 0..255"]
+    np.savez(tmp_path / "s.npz", x_train=(x / 255.0 - 0.286) / 0.353, y_train=y)
+    with pytest.raises(DataError, match=r"s.npz\[train\]: pixels range -0.81..2.02; negative values look "
+                                        "standardized"):
+        load_dataset(tmp_path / "s.npz")
+    np.savez(tmp_path / "b.npz", x_train=x > 0, y_train=y)
+    with pytest.raises(DataError, match="booleans are not pixel values"):
+        load_dataset(tmp_path / "b.npz")
+    np.savez(tmp_path / "o.npz", x_train=np.array([None, 1], dtype=object), y_train=np.array([1, 2]))
+    with pytest.raises(DataError, match="o.npz: x_train or y_train holds Python objects"):
+        load_dataset(tmp_path / "o.npz")
+
+
+def test_class_names_must_be_distinct(tmp_path, small_ds):
+    px, y = _rows(small_ds, 20)
+    write_csv(tmp_path / "train.csv", y, px)
+    (tmp_path / "classes.txt").write_text("\n".join(["a", "b", "c", "d", "e", "f", "g", "h", "A", "j"]) + "\n")
+    with pytest.raises(DataError, match=r"classes.txt: class name 'A' appears twice \(names 1 and 9\)"):
+        load_dataset(tmp_path / "train.csv")
+
+
+def test_messages_show_values_not_reprs(tmp_path, small_ds):
+    px, y = _rows(small_ds, 12)
+    px = px.astype(object)
+    px[3, 0] = 12.5
+    ds = load_dataset(write_csv(tmp_path / "train.csv", y, px))
+    line = ds.changes()[0]
+    assert "line 5: pixel1 is not an integer (12.5)" in line and "np." not in line
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--limit", "0"], "--limit must be a whole number of rows, at least 1; got 0"),
+    (["--test-limit", "0"], "--test-limit must be a whole number of rows, at least 1; got 0"),
+    (["--limit", "5"], "5 training rows are too few for a stratified 20% validation split"),
+    (["--limit", "50", "--lr", "nan"], "lr must be a finite number, got nan"),
+    (["--limit", "50", "--momentum", "1.5"], "momentum must be below 1"),
+    (["--limit", "50", "--weight-decay", "-1"], "weight_decay must not be negative"),
+])
+def test_bad_settings_are_refused_before_any_file_is_written(tmp_path, capsys, argv, needle):
+    out = tmp_path / "run"
+    assert main(["train", "lenet5", "--epochs", "1", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_train_prints_every_row_cleaning_dropped(tmp_path, small_ds, capsys):
+    px, y = _rows(small_ds, 120)
+    y = y.copy()
+    y[:3] = 12
+    f = write_csv(tmp_path / "train.csv", y, px)
+    assert main(["train", "lenet5", "--data", str(f), "--epochs", "1", "--val-fraction", "0", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "kept 117 of 120 rows; dropped 3 with invalid values (e.g. line 2: label is outside 0..9 (12))" in err

@@ -171,3 +171,41 @@ def test_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
     with pytest.raises(FmnistError, match=r"old\.safetensors: weights do not fit model 'resnet_fm_small' "
                                           r"\(Missing key\(s\) in state_dict: \"stages\.0\.conv\.weight\""):
         load_checkpoint(tmp_path / "old.safetensors")
+
+
+def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "fmnist", "train", "cnn_bn", "--limit", "2000", "--test-limit", "200",
+            "--epochs", "3", "--batch-size", "64", "--augment", "crop,flip", "--ema", "0.9", "--quiet"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(args + ["--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, env=env)
+    lines = []
+    for line in p.stdout:  # the epoch line is printed once its state is on disk: kill -9 right then
+        lines.append(line)
+        if line.startswith("epoch   1/3"):
+            p.send_signal(signal.SIGKILL)
+            break
+    assert p.wait(timeout=60) == -signal.SIGKILL, "".join(lines)
+    assert (tmp_path / "a" / "train_state.pt").exists() and not (tmp_path / "a" / "metrics.json").exists()
+    # a plain rerun is refused; a resume with other settings is refused and names the setting
+    r = subprocess.run(args + ["--out", str(tmp_path / "a")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "give --overwrite to replace it, --resume to continue it" in r.stderr
+    r = subprocess.run(args + ["--out", str(tmp_path / "a"), "--resume", "--lr", "0.01"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "started with other settings (lr=0.0001)" in r.stderr
+    r = subprocess.run(args + ["--out", str(tmp_path / "a"), "--resume"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "resuming at epoch 2/3" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "a" / "train_state.pt").exists()  # complete: the state file is gone
+    r = subprocess.run(args + ["--out", str(tmp_path / "b")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0
+    a, b = ((tmp_path / d / "history.csv").read_text().splitlines() for d in ("a", "b"))
+    drop_seconds = [[c for i, c in enumerate(line.split(",")) if i != 5] for line in a], \
+        [[c for i, c in enumerate(line.split(",")) if i != 5] for line in b]
+    assert len(a) == 4 and drop_seconds[0] == drop_seconds[1]  # the same losses and accuracies, epoch by epoch
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
+    assert ma["test_accuracy"] == mb["test_accuracy"] and ma["epochs_run"] == 3

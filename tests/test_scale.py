@@ -126,3 +126,59 @@ def test_storage_errors_are_one_line_and_hide_the_password(tmp_path):
     assert redact("postgresql://me:secret@db.example/fm") == "postgresql://me:***@db.example/fm"
     with pytest.raises(FmnistError, match=r"cannot open Optuna storage postgresql://me:\*\*\*@127.0.0.1:1/x"):
         open_storage("postgresql://me:secret@127.0.0.1:1/x")
+
+
+def _fresh_postgres_db(url: str, name: str) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        c.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_three_workers_started_together_on_a_fresh_storage(backend, request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'fresh.db'}" if backend == "sqlite"
+           else _fresh_postgres_db(request.getfixturevalue("postgres_url"), "fresh_together"))
+    n = 4
+    args = ["tune", "lenet5", "--space", "lr-wd", "--sampler", "random", "--trials", str(n), "--storage", url,
+            "--study-name", "together", "--limit", "600", "--test-limit", "100", "--epochs", "1", "--quiet",
+            "--out", str(tmp_path / "out")]  # one --out for all three, as on one machine
+    workers = [_worker(args, tmp_path / f"{i}.log") for i in range(3)]
+    logs = []
+    for i, w in enumerate(workers):
+        rc = w.wait(timeout=300)
+        logs.append((tmp_path / f"{i}.log").read_text())
+        assert rc == 0, logs[-1]
+    study = optuna.load_study(study_name="together", storage=url)
+    assert len([t for t in study.get_trials() if t.state in FINISHED]) == n
+    text = "".join(logs)
+    assert text.count("retraining the best configuration") == 1, text  # once, by one of them
+    assert text.count("is retrained by worker") == 2, text
+    assert json.loads((tmp_path / "out" / "best" / "metrics.json").read_text())["test_accuracy"] is not None
+
+
+def test_workers_creating_one_storage_at_the_same_instant_all_join(tmp_path):
+    import threading
+
+    from fmnist.workers import open_study
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    barrier, errors, studies = threading.Barrier(6), [], []
+
+    def join() -> None:
+        barrier.wait()
+        try:
+            studies.append(open_study(url, 10, "race", optuna.samplers.RandomSampler(), "maximize", {"k": 1}))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=join) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(studies) == 6 and len({s._study_id for s in studies}) == 1

@@ -79,6 +79,14 @@ def _bomb():
     ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
     ({"content": b"", "headers": {"content-type": "application/json"}}, 400, "empty body"),
     ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 400, "not supported"),
+    ({"json": {"pixels": [True] * 784}}, 400, "booleans are not pixel values"),
+    ({"json": {"pixels": [0, 1] * 392}}, 400, "every pixel is 0 or 1"),
+    ({"json": {"pixels": [-0.5] * 784}}, 400, "look standardized"),
+    ({"json": {"pixels": [None] * 784}}, 400, "pixel values must be numbers"),
+    ({"json": {"pixels": [[1, 2], [3]]}}, 400, "rows of different lengths"),
+    ({"json": {"pixels": []}}, 400, "holds no pixels"),
+    ({"content": b'{"pixels": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+      "headers": {"content-type": "application/json"}}, 400, "nested too deeply"),
 ])
 def test_bad_input_is_4xx_with_clear_message(client, kwargs, status, needle):
     r = client.post("/predict", **kwargs)
@@ -98,3 +106,90 @@ def test_onnx_backend_agrees(run_dir, small_ds):
     a = Predictor(run_dir).probabilities(small_ds.test.images[:200])
     b = Predictor(run_dir, backend="onnx").probabilities(small_ds.test.images[:200])
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.999 and np.abs(a - b).max() < 1e-3
+
+
+def test_messages_hold_no_internal_reprs(client):
+    r = client.post("/predict", files={"file": ("x.png", b"GIF89a not really", "image/png")})
+    assert r.status_code == 400 and "object at 0x" not in r.text and "x.png: not a readable image" in r.text
+
+
+def test_0_1_floats_are_scaled_and_said(client, small_ds):
+    img = small_ds.test.images[0]
+    a = client.post("/predict", json={"pixels": (img / 255.0).tolist()}).json()
+    b = client.post("/predict", json={"pixels": img.tolist()}).json()
+    assert a["notes"] == ["pixels: float pixels in 0..1, scaled to 0..255"] and "notes" not in b
+    assert a["probabilities"] == pytest.approx(b["probabilities"])
+
+
+def test_too_many_files_names_the_limit(client):
+    png = _png(np.zeros((28, 28), np.uint8))
+    r = client.post("/predict/batch", files=[("files", (f"{i}.png", png, "image/png")) for i in range(257)])
+    assert r.status_code == 400 and "more than 256 files in one request" in r.json()["detail"]
+
+
+def test_a_body_that_never_arrives_is_answered_408(run_dir):
+    import socket
+    import threading
+
+    import uvicorn
+
+    from fmnist.serve import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, read_timeout=0.5), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        t.start()
+        try:
+            for _ in range(100):
+                if server.started:
+                    break
+                threading.Event().wait(0.05)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{")  # 1 byte of the 100 announced, then nothing
+                answer = c.recv(4096).decode()
+            assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer
+        finally:
+            server.should_exit = True
+            t.join(timeout=10)
+
+
+def test_serve_refuses_bad_ports_hosts_and_missing_extras(run_dir, capsys, monkeypatch):
+    import socket
+    import sys
+
+    assert main(["serve", str(run_dir), "--port", "99999"]) == 2
+    assert "--port must be in 0..65535, got 99999" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", str(run_dir), "--port", str(busy.getsockname()[1])]) == 2
+        assert "Address already in use" in capsys.readouterr().err
+    assert main(["serve", str(run_dir), "--host", "no-such-host.invalid"]) == 2
+    assert "cannot listen on no-such-host.invalid:8000" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as after `pip install fmnist` without the extra
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["serve", str(run_dir)]) == 2
+    assert "pip install 'fmnist[serve]'" in capsys.readouterr().err
+    assert main(["export", str(run_dir)]) == 2
+    assert "pip install 'fmnist[export]'" in capsys.readouterr().err
+
+
+def test_export_into_an_existing_directory(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "model.onnx").exists() and f"wrote {tmp_path / 'model.onnx'}" in capsys.readouterr().out
+    (tmp_path / "f").write_text("x")
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "f" / "m.onnx")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_predict_float_and_empty_npy(run_dir, tmp_path, small_ds, capsys):
+    np.save(tmp_path / "f.npy", small_ds.test.images[:2] / 255.0)
+    np.save(tmp_path / "e.npy", np.zeros((0, 784)))
+    assert main(["predict", str(run_dir), str(tmp_path / "f.npy"), str(tmp_path / "e.npy")]) == 2
+    cap = capsys.readouterr()
+    assert "f.npy: float pixels in 0..1, scaled to 0..255" in cap.err and "e.npy: holds no pixels" in cap.err
+    assert cap.out.count("f.npy[") == 2

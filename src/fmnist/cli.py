@@ -178,26 +178,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import json
-
+    from fmnist.files import dumps
     from fmnist.predict import Predictor, load_inputs
 
     predictor = Predictor(args.run_dir, backend=args.backend)
     results, failed = [], 0
     for f in args.files:
+        notes: list[str] = []
         try:
-            x, names = load_inputs(f, invert=args.invert)
+            x, names = load_inputs(f, invert=args.invert, notes=notes)
         except FmnistError as e:
             print(f"fmnist: error: {e}", file=sys.stderr)
             failed += 1
             continue
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         for p in predictor.predict(x, names):
             results.append(p)
             if not args.json:
                 print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3)))
     if args.json:
-        print(json.dumps([{"file": p.name, "label": p.label, "index": p.index, "top3": p.top(3),
-                           "probabilities": p.probabilities} for p in results], indent=2))
+        print(dumps([{"file": p.name, "label": p.label, "index": p.index, "top3": p.top(3),
+                           "probabilities": p.probabilities} for p in results]), end="")
     return 2 if failed else 0
 
 
@@ -258,6 +260,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist.export import agreement, export
 
+    if args.format == "onnx":
+        from fmnist.errors import require_extra
+
+        require_extra("export", "onnx", "onnxruntime")
     path = export(args.run_dir, args.format, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if args.format == "onnx" and args.check and args.out is None:
@@ -270,20 +276,45 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    from fmnist.errors import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn", "multipart")
+    if args.backend == "onnx":
+        require_extra("export", "onnxruntime")
+    if not 0 <= args.port <= 65535:
+        raise FmnistError(f"--port must be in 0..65535, got {args.port}")
+    if not args.max_upload_mb > 0:
+        raise FmnistError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     import uvicorn
 
     from fmnist.serve import create_app
 
     app = create_app(args.run_dir, backend=args.backend, max_body_bytes=int(args.max_upload_mb * 1e6))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # bind here, before uvicorn, so that a bad host or a port in use is one line and exit 2 (uvicorn exits 3)
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as e:
+        raise FmnistError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    server.run(sockets=[sock])
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from fmnist.bench import bench
-    from fmnist.files import write_json
+    from fmnist.files import prepare_out_dir, write_json
     from fmnist.run import provenance
 
+    if Path(args.out).is_dir():
+        raise FmnistError(f"--out {args.out}: is a directory; bench writes a JSON file (e.g. bench.json)")
+    prepare_out_dir(Path(args.out).parent, existing="keep")
     ds = _load(args)
     if args.time_to_accuracy:
         from fmnist.bench import format_time_to_accuracy, time_to_accuracy

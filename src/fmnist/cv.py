@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from fmnist.data import Dataset, kfold_splits
 from fmnist.errors import FmnistError
-from fmnist.files import write_json
+from fmnist.files import prepare_out_dir, write_json
 from fmnist.train import TrainConfig, fit, numpy_logits
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
@@ -44,8 +43,8 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
 
     if folds < 2 or repeats < 1:
         raise FmnistError(f"need at least 2 folds and 1 repeat, got {folds} folds and {repeats} repeats")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    kfold_splits(ds.train.labels, folds, config.seed)  # refuses too few rows per class before any file is written
+    out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
     write_json(out / "config.json", {**config.to_dict(), "folds": folds, "repeats": repeats,
                                      "provenance": provenance()})
     url = storage_url(storage, out / "cv.db")

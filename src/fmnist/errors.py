@@ -7,3 +7,19 @@ class FmnistError(Exception):
 
 class DataError(FmnistError):
     """Unreadable or malformed data: the message names the file, row or field and what is wrong."""
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """One clear line naming the extra to install when an optional dependency is missing."""
+    import importlib.util
+
+    def absent(m: str) -> bool:
+        try:
+            return importlib.util.find_spec(m) is None
+        except (ImportError, ValueError):  # e.g. a module set to None in sys.modules: unusable
+            return True
+
+    missing = [m for m in modules if absent(m)]
+    if missing:
+        raise FmnistError(f"this needs {', '.join(missing)}, from fmnist's optional extra '{extra}': "
+                          f"pip install 'fmnist[{extra}]'")

@@ -10,19 +10,26 @@ import numpy as np
 import torch
 
 from fmnist.data import MEAN, STD
-from fmnist.errors import FmnistError
-from fmnist.files import atomic_path
+from fmnist.errors import FmnistError, require_extra
+from fmnist.files import atomic_path, prepare_out_dir
 
 
 def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None) -> Path:
     """Write RUN_DIR/model.onnx (or model.pt for TorchScript); returns its path."""
     from fmnist.train import load_checkpoint
 
+    if fmt not in ("onnx", "torchscript"):
+        raise FmnistError(f"format '{fmt}' unknown; choose onnx or torchscript")
+    name = "model.onnx" if fmt == "onnx" else "model.pt"
+    path = Path(out) if out else Path(run_dir) / name
+    if path.is_dir():  # --out DIR: the file goes inside it
+        path = path / name
+    prepare_out_dir(path.parent, existing="keep")
     model, meta = load_checkpoint(run_dir)
     model.eval()
     example = torch.zeros(2, 1, 28, 28)
     if fmt == "onnx":
-        path = Path(out) if out else Path(run_dir) / "model.onnx"
+        require_extra("export", "onnx")
         with atomic_path(path) as tmp:
             torch.onnx.export(model, (example,), str(tmp), input_names=["input"], output_names=["logits"],
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
@@ -35,18 +42,16 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
                                                                                      "normalize")}))
             onnx.save(m, str(tmp))
         return path
-    if fmt == "torchscript":
-        path = Path(out) if out else Path(run_dir) / "model.pt"
-        with atomic_path(path) as tmp:
-            torch.jit.trace(model, example).save(str(tmp))
-        return path
-    raise FmnistError(f"format '{fmt}' unknown; choose onnx or torchscript")
+    with atomic_path(path) as tmp:
+        torch.jit.trace(model, example).save(str(tmp))
+    return path
 
 
 class OnnxModel:
     """An exported model run by onnxruntime: logits for uint8 images, no PyTorch needed at inference."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        require_extra("export", "onnxruntime")
         import onnxruntime as ort
 
         p = Path(path)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fmnist.data.readers import pixel_scale
 from fmnist.errors import DataError
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
@@ -37,8 +39,13 @@ def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: 
         raise
     except Image.DecompressionBombError:
         raise DataError(f"{name}: image is over the pixel limit ({MAX_IMAGE_PIXELS:,})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{name}: not a readable image ({str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not a readable image (not a format Pillow knows: PNG, JPEG, GIF, BMP, WebP, "
+                        "TIFF, ...)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Pillow's messages can hold reprs such as <_io.BytesIO object at 0x7f...>: keep only the words
+        why = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e).splitlines()[0] if str(e) else "") or "corrupt"
+        raise DataError(f"{name}: not a readable image ({why})") from None
     a = np.asarray(g, dtype=np.uint8)
     if invert == "yes" or (invert == "auto" and _border_mean(a) > 127):
         a = 255 - a
@@ -54,9 +61,18 @@ def _border_mean(a: np.ndarray) -> float:
     return float(np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).mean())
 
 
-def pixels_to_array(values: object, name: str = "pixels") -> np.ndarray:
-    """784 values or a 28x28 array (0..255) -> (N, 28, 28) uint8; one image or a batch."""
-    a = np.asarray(values, dtype=np.float64)
+def pixels_to_array(values: object, name: str = "pixels") -> tuple[np.ndarray, str | None]:
+    """784 values or a 28x28 array -> ((N, 28, 28) uint8, note); one image or a batch.
+
+    Pixels are 0..255 numbers, or 0..1 floats (scaled, and the note says so); see `pixel_scale` for what is refused.
+    """
+    try:
+        a = np.asarray(values)
+    except (ValueError, TypeError, RecursionError):  # ragged nesting, e.g. rows of different lengths
+        raise DataError(f"{name}: not an array of numbers (rows of different lengths?)") from None
+    if a.size == 0:
+        raise DataError(f"{name}: holds no pixels (an empty array)")
+    a, note = pixel_scale(a, name)
     if a.shape == (784,) or a.shape == (28, 28):
         a = a.reshape(1, 28, 28)
     elif a.ndim == 2 and a.shape[1] == 784:
@@ -65,15 +81,18 @@ def pixels_to_array(values: object, name: str = "pixels") -> np.ndarray:
         a = a[:, 0]
     if a.ndim != 3 or a.shape[1:] != (28, 28):
         raise DataError(f"{name}: shape {a.shape}; expected 784 values, 28x28, (N, 784) or (N, 28, 28)")
-    if not np.isfinite(a).all():
-        raise DataError(f"{name}: values must be numbers (found NaN or infinity)")
-    if a.min() < 0 or a.max() > 255:
-        raise DataError(f"{name}: values must be in 0..255 (found {a.min():g}..{a.max():g})")
-    return np.rint(a).astype(np.uint8)
+    if not np.array_equal(a, np.rint(a)):
+        note = (note + "; " if note else f"{name}: ") + "non-integer pixel values rounded"
+    return np.rint(a).astype(np.uint8), note
 
 
-def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarray, list[str]]:
-    """Images (N, 28, 28) uint8 and a name per image from an image, .npy or .csv file."""
+def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
+    """Images (N, 28, 28) uint8 and a name per image from an image, .npy or .csv file.
+
+    What was changed to read them (0..1 floats scaled, values rounded) is appended to `notes`.
+    """
+    notes = notes if notes is not None else []
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
@@ -83,7 +102,8 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarr
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise DataError(f"{p}: not a readable .npy file ({e})") from None
-        x = pixels_to_array(arr, str(p))
+        x, note = pixels_to_array(arr, str(p))
+        notes += [note] if note else []
         return x, [str(p)] if len(x) == 1 else [f"{p}[{i}]" for i in range(len(x))]
     if suffix == ".csv":
         import pandas as pd
@@ -92,6 +112,8 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarr
             df = pd.read_csv(p, header=None)
         except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
             raise DataError(f"{p}: not a readable CSV ({str(e).strip() or 'empty'})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{p}: not a text CSV file") from None
         if len(df) and pd.isna(pd.to_numeric(df.iat[0, 0], errors="coerce")):
             df = df.iloc[1:]  # a header row (label,pixel1,...)
         df = df.apply(pd.to_numeric, errors="coerce")
@@ -102,7 +124,9 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto") -> tuple[np.ndarr
         if df.isna().any().any():
             r = int(np.flatnonzero(df.isna().any(axis=1).to_numpy())[0])
             raise DataError(f"{p}: row {r + 1} has an empty or non-numeric cell")
-        x = pixels_to_array(df.to_numpy(dtype=np.float64), str(p))
+        values = df.to_numpy()
+        x, note = pixels_to_array(values if values.dtype.kind in "iu" else values.astype(np.float64), str(p))
+        notes += [note] if note else []
         return x, [f"{p}:{i + 1}" for i in range(len(x))]
     return image_to_array(p, invert, str(p))[None], [str(p)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from fmnist.data import Dataset, subset
 from fmnist.errors import FmnistError
-from fmnist.files import write_json
+from fmnist.files import prepare_out_dir, write_json
 from fmnist.train import TrainConfig
 
 SEED_MODELS = ("mlp_jackson", "lenet5", "cnn_basic", "cnn_bn", "cnn_seed000")
@@ -95,9 +95,11 @@ def run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None = 
     if profile_name not in PROFILES:
         raise FmnistError(f"profile '{profile_name}' unknown; choose from {', '.join(PROFILES)}")
     profile = PROFILES[profile_name]
-    out = Path(out_dir)
-    (out / "steps").mkdir(parents=True, exist_ok=True)
     full = load_dataset(data, test_data)
+    for line in full.changes():
+        log(f"data: {line}")
+    out = prepare_out_dir(out_dir, existing="keep")  # finished steps in it are kept: the study resumes
+    (out / "steps").mkdir(exist_ok=True)
     ds = dataclasses.replace(full, train=subset(full.train, profile.limit) if profile.limit else full.train,
                              test=subset(full.test, profile.test_limit)
                              if profile.test_limit and full.test is not None else full.test)
@@ -160,7 +162,8 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         from fmnist.run import train_run
         from fmnist.tune import apply_params
 
-        m = train_run(apply_params(cfg, r["best_params"]), ds, sdir / "best", progress=progress, log=quiet)
+        m = train_run(apply_params(cfg, r["best_params"]), ds, sdir / "best", progress=progress, log=quiet,
+                      existing="overwrite")  # an unfinished earlier attempt of this step
         row.update(_metrics_row(m), best_params=r["best_params"], n_trials=r["n_trials"])
         return row
     if key.startswith("cv-"):
@@ -178,7 +181,7 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         use = dataclasses.replace(ds, train=subset(ds.train, profile.transfer_limit))
     from fmnist.run import train_run
 
-    m = train_run(cfg, use, sdir, progress=progress, log=quiet)
+    m = train_run(cfg, use, sdir, progress=progress, log=quiet, existing="overwrite")
     row.update(_metrics_row(m))
     return row
 

@@ -31,9 +31,18 @@ import torch
 
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
-from fmnist.files import write_json
+from fmnist.files import prepare_out_dir, write_json
 from fmnist.train import TrainConfig, fit
-from fmnist.workers import HEARTBEAT_SECONDS, count_finished, open_study, redact, run_worker, sampler_seed, storage_url
+from fmnist.workers import (
+    HEARTBEAT_SECONDS,
+    claim_once,
+    count_finished,
+    open_study,
+    redact,
+    run_worker,
+    sampler_seed,
+    storage_url,
+)
 
 # seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
 SPACES: dict[str, dict] = {
@@ -129,7 +138,8 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
          study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
          heartbeat: int = HEARTBEAT_SECONDS, log: Any = print) -> dict:
     """Run, resume or join a study until it has `trials` finished trials (counting every worker's); then write
-    trials.csv, tune.json and plots, and retrain the best configuration on the full training split.
+    trials.csv, tune.json and plots, and retrain the best configuration once (one worker of a shared study) on the
+    same training split, testing it once on the test set.
 
     With `storage` (e.g. postgresql://...), any number of workers may run this at once on one study; each seeds its
     sampler from its process id so that workers do not draw the same parameters.
@@ -137,23 +147,22 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     import optuna
     from optuna.trial import TrialState
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    url = storage_url(storage, out / "study.db")
-    study_name = study_name or f"tune-{base.model}"
     smp, grid_size = _sampler(sampler, space, sampler_seed(base.seed, storage))
     if trials is None:
         trials = grid_size or 20
     if trials < 1:
         raise FmnistError(f"--trials must be at least 1, got {trials}")
+    if base.val_fraction == 0:
+        raise FmnistError("tuning chooses on a validation split: --val-fraction must be above 0")
+    tr_idx, va_idx = holdout_split(ds.train.labels, base.val_fraction, base.seed)
+    out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
+    url = storage_url(storage, out / "study.db")
+    study_name = study_name or f"tune-{base.model}"
     direction = "maximize" if metric == "val_acc" else "minimize"
     signature = {"kind": "tune", "config": base.to_dict() | {"device": None}, "space": space, "sampler": sampler,
                  "metric": metric, "data": ds.source, "train_rows": len(ds.train)}
     study = open_study(url, heartbeat, study_name, smp, direction, signature,
                        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    if base.val_fraction == 0:
-        raise FmnistError("tuning chooses on a validation split: --val-fraction must be above 0")
-    tr_idx, va_idx = holdout_split(ds.train.labels, base.val_fraction, base.seed)
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
 
     def suggest(trial: optuna.Trial) -> dict:
@@ -206,9 +215,16 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     elif retrain:
         from fmnist.run import train_run
 
-        log(f"retraining the best configuration {study.best_params} and testing it once")
-        m = train_run(best_cfg, ds, out / "best", progress=progress, log=log)
-        result["best_run"] = {k: m.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy", "train_seconds")}
+        # one worker of a shared study retrains; the others say which one (their out_dir may be the same)
+        holder = claim_once(url, study_name, f"retrain-best-of-{trials}")
+        if holder is None:
+            log(f"retraining the best configuration {study.best_params} and testing it once")
+            m = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite")
+            result["best_run"] = {k: m.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy",
+                                                        "train_seconds")}
+        else:
+            log(f"the best configuration is retrained by worker {holder}, not here")
+            result["best_run_by"] = holder
     write_json(out / "tune.json", result)
     return result
 

@@ -14,18 +14,26 @@ RDB storage (SQLite for one machine, PostgreSQL for several). This module adds w
   holder dies, its re-queued copy is picked up, so restarting any worker finishes the study.
 - **Clean stop**: the first SIGINT or SIGTERM lets the current trial finish and then stops the worker; a second
   SIGINT abandons the trial, which is re-queued for another worker.
+- **Starting together**: workers started at the same moment on a fresh storage race to create Optuna's tables
+  (one dies with "UNIQUE constraint failed: alembic_version.version_num"; Optuna's answer in optuna#1092 is to
+  create the study first). Here creating the storage and the study is serialized: a file lock beside a SQLite
+  file, a PostgreSQL advisory lock, and retries for other databases.
+- **Once per study**: work that one worker must do for all (retraining the best configuration) is claimed with
+  an atomic insert into a small table of the same storage; the others report who holds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import random
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,27 +71,118 @@ def sampler_seed(seed: int, storage: str | None) -> int:
     return seed + (os.getpid() if storage is not None else 0)
 
 
-def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
-    """An Optuna RDBStorage with heartbeats and retry of trials whose worker died."""
-    import sqlalchemy.exc
+def _engine_kwargs(url: str) -> dict:
+    # SQLite: wait up to 60 s for another worker's write instead of failing at once with "database is locked"
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
 
+
+def _check_driver(url: str) -> None:
     if url.startswith(("postgresql://", "postgresql+psycopg://")):  # SQLAlchemy 2.1's default driver: psycopg 3
         try:
             import psycopg  # noqa: F401
         except ImportError:
             raise FmnistError("a PostgreSQL storage needs the psycopg driver: pip install 'fmnist[postgres]'") \
                 from None
+
+
+def _storage_error(url: str, e: BaseException) -> FmnistError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return FmnistError(f"cannot open Optuna storage {redact(url)}: {first}")
+
+
+@contextlib.contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialize creating tables and studies among workers that start together (optuna#1092)."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        import fcntl
+
+        path = Path(url[len("sqlite:///"):])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(f"{path}.lock", "a")  # noqa: SIM115  (held for the block)
+        except OSError as e:
+            raise _storage_error(url, e) from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    elif url.startswith("postgresql"):
+        _check_driver(url)
+        key = 0x666D6E697374  # "fmnist": one advisory lock for every fmnist worker on this server
+        try:
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+            conn = engine.connect()
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except (ImportError, ValueError, sa.exc.SQLAlchemyError) as e:
+            raise _storage_error(url, e) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.close()
+            engine.dispose()
+    else:
+        yield
+
+
+def _racing(e: BaseException) -> bool:
+    # what a worker sees while another creates the same tables or rows at the same moment
+    text = str(e).lower()
+    return any(w in text for w in ("unique constraint", "duplicate key", "already exists", "database is locked"))
+
+
+def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
+    """An Optuna RDBStorage with heartbeats and retry of trials whose worker died."""
+    import sqlalchemy.exc
+
+    _check_driver(url)
     if heartbeat < 1:
         raise FmnistError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental"
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRY))
+        except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
+            if attempt == 5 or not _racing(e):  # a database without a creation lock: try again shortly
+                raise _storage_error(url, e) from None
+            time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def claim_once(url: str, study_name: str, task: str) -> str | None:
+    """Claim a task that one worker does for the whole study; None when this worker got it, else the holder.
+
+    An atomic insert into the table fmnist_claims of the study's own storage, so it holds across machines.
+    """
+    import sqlalchemy as sa
+
+    table = sa.Table("fmnist_claims", sa.MetaData(), sa.Column("study", sa.String(512), primary_key=True),
+                     sa.Column("task", sa.String(128), primary_key=True), sa.Column("worker", sa.String(256)))
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, **_engine_kwargs(url))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
-    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FmnistError(f"cannot open Optuna storage {redact(url)}: {first}") from None
+        with creation_lock(url):
+            table.metadata.create_all(engine)
+        try:
+            with engine.begin() as conn:
+                conn.execute(table.insert().values(study=study_name, task=task, worker=worker_id()))
+            return None
+        except sa.exc.IntegrityError:
+            with engine.connect() as conn:
+                return conn.execute(sa.select(table.c.worker).where(
+                    (table.c.study == study_name) & (table.c.task == task))).scalar_one()
+    except sa.exc.SQLAlchemyError as e:
+        raise _storage_error(url, e) from None
+    finally:
+        engine.dispose()
 
 
 def signature_name(prefix: str, signature: dict) -> str:
@@ -96,13 +195,14 @@ def open_study(url: str, heartbeat: int, name: str, sampler: Any, direction: str
                pruner: Any = None) -> Any:
     """Create or join a study; a study made with other settings is refused (workers must agree)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=open_storage(url, heartbeat), study_name=name, sampler=sampler,
-                                direction=direction, pruner=pruner, load_if_exists=True)
     mine = json.loads(json.dumps(signature, sort_keys=True, default=str))
-    theirs = study.user_attrs.get("fmnist")
-    if theirs is None:
-        study.set_user_attr("fmnist", mine)
-    elif theirs != mine:
+    with creation_lock(url):  # workers started together create the tables and the study one after the other
+        study = optuna.create_study(storage=open_storage(url, heartbeat), study_name=name, sampler=sampler,
+                                    direction=direction, pruner=pruner, load_if_exists=True)
+        theirs = study.user_attrs.get("fmnist")
+        if theirs is None:
+            study.set_user_attr("fmnist", mine)
+    if theirs is not None and theirs != mine:
         import pandas as pd
 
         # flattened ({'config': {'lr': 1}} -> {'config.lr': 1}) so that a mismatch names the very setting

@@ -308,9 +308,9 @@ def pixel_scale(a: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
     """
     a = np.asarray(a)
     if a.dtype == bool:
-        raise DataError(f"{name}: pixels are booleans; give 0..255 integers or 0..1 floats")
+        raise DataError(f"{name}: booleans are not pixel values; give 0..255 integers or 0..1 floats")
     if not np.issubdtype(a.dtype, np.number):
-        raise DataError(f"{name}: pixels must be numbers (found {a.dtype.name} values)")
+        raise DataError(f"{name}: pixel values must be numbers (found {a.dtype.name} values)")
     if a.size == 0 or a.dtype == np.uint8:
         return a, None
     af = a.astype(np.float64)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from fmnist.data import Dataset
 from fmnist.files import write_json
@@ -24,8 +23,9 @@ def describe_data(ds: Dataset, out_dir: str | os.PathLike | None, plots: bool = 
     report = ds.report()
     if out_dir is None:
         return report
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from fmnist.files import prepare_out_dir
+
+    out = prepare_out_dir(out_dir, existing="keep")
     pictures = []
     if plots:
         from fmnist import plots as P

@@ -19,43 +19,58 @@ from fmnist.predict import Predictor, image_to_array, pixels_to_array
 STATIC = Path(__file__).parent / "static"
 
 
-class _BodyLimit:
-    """ASGI middleware: answer 413 once a request body passes `limit` bytes (declared or streamed)."""
+MAX_FILES = 256  # uploads in one multipart request
+MAX_BATCH = 1024  # images in one /predict/batch request
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+
+class _Abort(Exception):
+    """Stops reading a request; the middleware answers with `status` and `detail`."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+class _BodyLimit:
+    """ASGI middleware: answer 413 once a request body passes `limit` bytes (declared or streamed), and 408 when
+    the body stops arriving for `read_timeout` seconds (a client that never sends it must not hold a connection)."""
+
+    def __init__(self, app: Any, limit: int, read_timeout: float) -> None:
+        self.app, self.limit, self.read_timeout = app, limit, read_timeout
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = f"request body over the limit of {self.limit / 1e6:g} MB"
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send)
+            return await self._reject(send, 413, too_large)
         seen = 0
 
         async def limited() -> dict:
             nonlocal seen
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                raise _Abort(408, f"request body not received within {self.read_timeout:g} s") from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _Abort(413, too_large)
             return msg
 
         try:
             await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+        except _Abort as e:
+            await self._reject(send, e.status, e.detail)
 
-    async def _reject(self, send: Any) -> None:
-        body = json.dumps({"detail": f"request body over the limit of {self.limit / 1e6:g} MB"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    @staticmethod
+    async def _reject(send: Any, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Batcher:
@@ -99,8 +114,10 @@ class _Batcher:
                 start += len(imgs)
 
 
-def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_bytes: int = 5_000_000) -> FastAPI:
-    """The FastAPI app serving the model saved in run_dir."""
+def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_bytes: int = 5_000_000,
+               read_timeout: float = 30.0) -> FastAPI:
+    """The FastAPI app serving the model saved in run_dir (request bodies: at most max_body_bytes, each part
+    arriving within read_timeout seconds)."""
     predictor = Predictor(run_dir, backend=backend)
     names = predictor.class_names
     batcher = _Batcher(predictor)
@@ -124,21 +141,34 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         return JSONResponse({"detail": "invalid request: " + "; ".join(str(x.get("msg")) for x in e.errors())},
                             status_code=422)
 
-    def _answer(probs: np.ndarray, image: np.ndarray | None = None) -> dict:
+    def _answer(probs: np.ndarray, image: np.ndarray | None = None, notes: list[str] | None = None) -> dict:
         i = int(probs.argmax())
         out = {"label": names[i], "index": i, "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)}}
         if image is not None:
             out["image"] = image.tolist()  # the 28x28 the model saw
+        if notes:
+            out["notes"] = notes  # what was done to read the input, e.g. 0..1 floats scaled to 0..255
         return out
 
-    async def _images(request: Request, batch: bool) -> np.ndarray:
+    async def _images(request: Request, batch: bool) -> tuple[np.ndarray, list[str]]:
         ctype = request.headers.get("content-type", "")
         invert = request.query_params.get("invert", "auto")
         if invert not in ("auto", "yes", "no"):
             raise FmnistError("query parameter invert must be auto, yes or no")
         if ctype.startswith("multipart/form-data"):
+            from starlette.exceptions import HTTPException
+            from starlette.formparsers import MultiPartException
+
             try:
-                form = await request.form(max_files=256)
+                form = await request.form(max_files=MAX_FILES)
+            except _Abort:
+                raise
+            except (MultiPartException, HTTPException) as e:
+                message = str(getattr(e, "message", None) or getattr(e, "detail", ""))
+                if "Too many files" in message:
+                    raise FmnistError(f"more than {MAX_FILES} files in one request; send at most {MAX_FILES} "
+                                      f"(or JSON pixels, up to {MAX_BATCH} images)") from None
+                raise FmnistError(f"malformed multipart body ({message})") from None
             except Exception as e:  # noqa: BLE001  (malformed multipart bodies of every kind)
                 raise FmnistError(f"malformed multipart body ({e.__class__.__name__})") from None
             files = form.getlist("file") + form.getlist("files")
@@ -153,7 +183,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                 if not data:
                     raise FmnistError(f"{f.filename or 'file'}: empty upload")
                 arrays.append(image_to_array(data, invert, f.filename or "file"))
-            return np.stack(arrays)
+            return np.stack(arrays), []
         if ctype.startswith("application/json"):
             raw = await request.body()
             if not raw:
@@ -162,16 +192,14 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                 body = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise FmnistError("body is not valid JSON") from None
+            except RecursionError:
+                raise FmnistError("JSON nested too deeply; pixels are at most 3 levels deep") from None
             if not isinstance(body, dict) or "pixels" not in body:
                 raise FmnistError("JSON body must be an object with a 'pixels' field")
-            try:
-                x = pixels_to_array(body["pixels"], "pixels")
-            except (ValueError, TypeError):
-                raise FmnistError("pixels must be numbers: 784 values or a 28x28 array (a list of them for "
-                                  "/predict/batch)") from None
+            x, note = pixels_to_array(body["pixels"], "pixels")
             if not batch and len(x) != 1:
                 raise FmnistError("POST /predict takes one image; use /predict/batch for several")
-            return x
+            return x, [note] if note else []
         if not ctype:
             raise FmnistError("empty body or no content type: upload multipart field 'file' or JSON {\"pixels\"}")
         raise FmnistError(f"content type '{ctype.split(';')[0]}' not supported: use multipart/form-data or "
@@ -179,17 +207,17 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
 
     @app.post("/predict", summary="Classify one image (multipart field `file`, or JSON {\"pixels\": ...})")
     async def predict(request: Request) -> dict:
-        x = await _images(request, batch=False)
+        x, notes = await _images(request, batch=False)
         probs = await batcher.probabilities(x)
-        return _answer(probs[0], x[0])
+        return _answer(probs[0], x[0], notes)
 
     @app.post("/predict/batch", summary="Classify many images (multipart fields `files`, or JSON pixels list)")
     async def predict_batch(request: Request) -> dict:
-        x = await _images(request, batch=True)
-        if len(x) > 1024:
-            raise FmnistError(f"{len(x)} images in one batch; the limit is 1024")
+        x, notes = await _images(request, batch=True)
+        if len(x) > MAX_BATCH:
+            raise FmnistError(f"{len(x)} images in one batch; the limit is {MAX_BATCH}")
         probs = await batcher.probabilities(x)
-        return {"predictions": [_answer(p) for p in probs]}
+        return {"predictions": [_answer(p) for p in probs], **({"notes": notes} if notes else {})}
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
@@ -203,6 +231,5 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    if max_body_bytes:
-        app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    app.add_middleware(_BodyLimit, limit=max_body_bytes or float("inf"), read_timeout=read_timeout)
     return app
