@@ -227,3 +227,31 @@ def test_train_prints_every_row_cleaning_dropped(tmp_path, small_ds, capsys):
                  "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     assert "kept 117 of 120 rows; dropped 3 with invalid values (e.g. line 2: label is outside 0..9 (12))" in err
+
+
+def test_csv_variants_people_have(tmp_path, small_ds):
+    import gzip as gz
+
+    px, y = _rows(small_ds, 25)
+    body = "\n".join(",".join(map(str, [lab, *row])) for lab, row in zip(y, px, strict=True)) + "\n"
+    header = ",".join(["label"] + [f"pixel{i}" for i in range(1, 785)]) + "\n"
+    (tmp_path / "nohdr.csv").write_text(body)  # no header line
+    (tmp_path / "bom.csv").write_text(header + body, encoding="utf-8-sig")  # saved by Excel
+    with gz.open(tmp_path / "z_train.csv.gz", "wt") as f:  # compressed
+        f.write(header + body)
+    for name in ("nohdr.csv", "bom.csv", "z_train.csv.gz"):
+        ds = load_dataset(tmp_path / name)
+        assert (ds.train.labels == y).all() and (ds.train.images == small_ds.train.images[:25]).all(), name
+    (tmp_path / "semi.csv").write_text(header.replace(",", ";") + body.replace(",", ";"))
+    with pytest.raises(DataError, match="semi.csv: no 'label' column .* looks separated by ';'"):
+        load_dataset(tmp_path / "semi.csv")
+
+
+def test_npz_one_hot_labels_and_colour_images(tmp_path, small_ds):
+    x, y = small_ds.train.images[:30], small_ds.train.labels[:30]
+    np.savez(tmp_path / "h.npz", x_train=x, y_train=np.eye(10)[y])
+    ds = load_dataset(tmp_path / "h.npz")
+    assert (ds.train.labels == y).all() and "one-hot labels read as class numbers" in ds.changes()[0]
+    np.savez(tmp_path / "c.npz", x_train=np.repeat(x[..., None], 3, axis=-1), y_train=y)
+    with pytest.raises(DataError, match=r"shape \(30, 28, 28, 3\), expected \(N, 28, 28\) \(colour images"):
+        load_dataset(tmp_path / "c.npz")

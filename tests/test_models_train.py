@@ -56,6 +56,9 @@ def test_unknown_model_and_parameter_are_clear():
         create_model("lenet6")
     with pytest.raises(FmnistError, match="no parameter widht"):
         create_model("lenet5_tuned", widht=3)
+    with pytest.raises(FmnistError, match=r"parameter dense_units must be a whole number \(like its default 128\), "
+                                          "got 'abc'"):
+        create_model("lenet5_tuned", dense_units="abc")
 
 
 def test_one_epoch_lowers_loss_and_is_deterministic(small_ds):

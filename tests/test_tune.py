@@ -41,3 +41,19 @@ def test_joining_a_study_with_other_settings_names_the_setting(tmp_path, capsys)
     capsys.readouterr()
     assert main(base + ["--lr", "0.01"]) == 2
     assert "created with other settings (different: config.lr)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ("[params.lr]\ntype='float'\nlow=0.1\nhigh=0.01\n", "params.lr: low 0.1 is above high 0.01"),
+    ("[params.lr]\ntype='float'\nlow=0\nhigh=0.1\nlog=true\n", "a log scale needs low above 0"),
+    ("[params.a]\ntype='categorical'\nchoices=[]\n", "params.a.choices must be a non-empty list"),
+    ("[params.widht]\ntype='int'\nlow=1\nhigh=3\n", "widht is neither a training setting nor a parameter of model"),
+])
+def test_bad_search_spaces_are_refused_before_any_trial(tmp_path, capsys, toml, needle):
+    f = tmp_path / "space.toml"
+    f.write_text(toml)
+    out = tmp_path / "t"
+    assert main(["tune", "lenet5", "--space", str(f), "--trials", "1", "--epochs", "1", "--limit", "200",
+                 "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and not out.exists()

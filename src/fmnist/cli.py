@@ -260,6 +260,8 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist.export import agreement, export
 
+    if args.check < 0:
+        raise FmnistError(f"--check must be 0 (skip) or a number of test images, got {args.check}")
     if args.format == "onnx":
         from fmnist.errors import require_extra
 

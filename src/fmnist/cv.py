@@ -44,6 +44,11 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     if folds < 2 or repeats < 1:
         raise FmnistError(f"need at least 2 folds and 1 repeat, got {folds} folds and {repeats} repeats")
     kfold_splits(ds.train.labels, folds, config.seed)  # refuses too few rows per class before any file is written
+    if timeout is not None and not timeout > 0:
+        raise FmnistError(f"--timeout must be a positive number of seconds, got {timeout}")
+    from fmnist.train import resolve_device
+
+    resolve_device(config.device)
     out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
     write_json(out / "config.json", {**config.to_dict(), "folds": folds, "repeats": repeats,
                                      "provenance": provenance()})

@@ -94,6 +94,8 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] 
     """
     notes = notes if notes is not None else []
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory; give image, .npy or .csv files")
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     suffix = p.suffix.lower()

@@ -86,6 +86,9 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
     # everything that can be refused is checked before the directory is touched
+    from fmnist.train import resolve_device
+
+    resolve_device(config.device)
     tr_idx, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
     torch.manual_seed(config.seed)

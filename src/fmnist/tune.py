@@ -95,7 +95,32 @@ def load_space(spec: str) -> dict:
         missing = [k for k in need if k not in d]
         if missing:
             raise FmnistError(f"{p}: params.{name} needs {', '.join(missing)}")
+        if t == "categorical":
+            if not isinstance(d["choices"], list) or not d["choices"]:
+                raise FmnistError(f"{p}: params.{name}.choices must be a non-empty list")
+            continue
+        num = int if t == "int" else (int, float)
+        if not all(isinstance(d[k], num) and not isinstance(d[k], bool) for k in ("low", "high")):
+            raise FmnistError(f"{p}: params.{name}.low and high must be {'whole ' if t == 'int' else ''}numbers")
+        if d["low"] > d["high"]:
+            raise FmnistError(f"{p}: params.{name}: low {d['low']} is above high {d['high']}")
+        if d.get("log") and d["low"] <= 0:
+            raise FmnistError(f"{p}: params.{name}: a log scale needs low above 0, got {d['low']}")
+        if "step" in d and (not isinstance(d["step"], num) or d["step"] <= 0):
+            raise FmnistError(f"{p}: params.{name}.step must be a positive number")
     return space
+
+
+def check_space(space: dict, base: TrainConfig) -> None:
+    """Every searched name is a TrainConfig field or a parameter of the model, checked before any trial."""
+    from fmnist.models import model_info
+
+    known = _CONFIG_FIELDS | set(model_info(base.model).defaults()) - {"num_classes"}
+    unknown = sorted(set(space["params"]) - known)
+    if unknown:
+        raise FmnistError(f"search space: {', '.join(unknown)} is neither a training setting nor a parameter of "
+                          f"model '{base.model}' (its parameters: "
+                          f"{', '.join(sorted(set(model_info(base.model).defaults()) - {'num_classes'})) or 'none'})")
 
 
 def _suggest(trial: Any, name: str, d: dict) -> Any:
@@ -147,6 +172,12 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     import optuna
     from optuna.trial import TrialState
 
+    check_space(space, base)
+    if timeout is not None and not timeout > 0:
+        raise FmnistError(f"--timeout must be a positive number of seconds, got {timeout}")
+    from fmnist.train import resolve_device
+
+    resolve_device(base.device)
     smp, grid_size = _sampler(sampler, space, sampler_seed(base.seed, storage))
     if trials is None:
         trials = grid_size or 20

@@ -126,20 +126,32 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
-    try:
-        # dtype=str would be 5x slower; the C parser gives numeric columns, and object columns only where a
-        # cell is not a number, which we coerce below and report.
-        df = pd.read_csv(path, low_memory=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file") from None
-    except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV: {str(e).strip()}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV file") from None
+    def parse(**kw: object) -> pd.DataFrame:
+        try:
+            # dtype=str would be 5x slower; the C parser gives numeric columns, and object columns only where a
+            # cell is not a number, which we coerce below and report. utf-8-sig: a BOM is not part of "label".
+            return pd.read_csv(path, low_memory=False, encoding="utf-8-sig", **kw)  # .csv.gz: pandas unzips
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: empty file") from None
+        except pd.errors.ParserError as e:
+            raise DataError(f"{path}: malformed CSV: {str(e).strip()}") from None
+        except (UnicodeDecodeError, EOFError, OSError, zipfile.BadZipFile) as e:
+            raise DataError(f"{path}: not a readable text CSV file ({type(e).__name__})") from None
+
+    df = parse()
+    row_offset = 2  # file line of the first data row
     cols = [str(c).strip() for c in df.columns]
+    if "label" not in cols and len(cols) == N_PIXELS + 1 and \
+            pd.to_numeric(pd.Series(cols), errors="coerce").notna().all():
+        # no header line (label first, then 784 pixels): the first line is data
+        df = parse(header=None, names=["label", *[f"pixel{i}" for i in range(1, N_PIXELS + 1)]])
+        cols, row_offset = list(df.columns), 1
     if "label" not in cols:
-        raise DataError(f"{path}: no 'label' column in the header (expected label,pixel1..pixel784; "
-                        f"found {', '.join(cols[:3])}{', ...' if len(cols) > 3 else ''})")
+        first = cols[0] if len(cols) == 1 else ", ".join(cols[:3]) + (", ..." if len(cols) > 3 else "")
+        sep = next((f" (the file looks separated by {c!r}; fmnist reads comma-separated CSV)"
+                    for c in (";", "\t", "|") if len(cols) == 1 and c in cols[0]), "")
+        raise DataError(f"{path}: no 'label' column in the header (expected label,pixel1..pixel784; found "
+                        f"{first[:60]}{'...' if len(first) > 60 else ''}){sep}")
     label_col = df.columns[cols.index("label")]
     pixel_cols = [c for c in df.columns if c is not label_col]
     if len(pixel_cols) != N_PIXELS:
@@ -156,7 +168,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
             n = len(arr)
             return RawSplit(arr[:, 1:].astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE),
                             arr[:, 0].astype(np.int64), str(path), np.zeros(n, bool), np.zeros(n, bool), {},
-                            row_offset=2)
+                            row_offset=row_offset)
     ordered = df[[label_col, *pixel_cols]]
     examples: dict[str, list[str]] = {}
     names = ["label", *[str(c) for c in pixel_cols]]
@@ -198,7 +210,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         for r, c in zip(rows[:5], cs[:5], strict=True):
             cell = raw_cells.iat[r, c]
             cell = cell.item() if isinstance(cell, np.generic) else cell  # 12.5, not np.float64(12.5)
-            out.append(f"line {r + 2}: {names[c]} {what}" + ("" if what == "is empty" else f" ({cell!r})"))
+            out.append(f"line {r + row_offset}: {names[c]} {what}" + ("" if what == "is empty" else f" ({cell!r})"))
         return out
 
     for key, mask, what in (
@@ -224,7 +236,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
                                         if e.split(": ", 1)[1].startswith("label ") else "")
                                    for e in examples["non_numeric"]]
     return RawSplit(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels, str(path), missing, invalid, examples,
-                    row_offset=2, notes=notes)
+                    row_offset=row_offset, notes=notes)
 
 
 # ----------------------------------------------------------------------------------------------------- NPZ
@@ -270,13 +282,19 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
     if x.ndim == 4 and x.shape[-1] == 1:
         x = x[..., 0]
     if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{source}: images have shape {x.shape}, expected (N, 28, 28)")
-    y = np.asarray(y).reshape(-1)
+        colour = " (colour images: convert them to grayscale first)" if x.ndim == 4 and x.shape[-1] in (3, 4) else ""
+        raise DataError(f"{source}: images have shape {x.shape}, expected (N, 28, 28){colour}")
+    y = np.asarray(y)
+    notes = []
+    if y.ndim == 2 and y.shape == (len(x), 10) and np.issubdtype(y.dtype, np.number) and \
+            np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        y = y.argmax(axis=1)  # one-hot rows (keras.utils.to_categorical): the index of the 1
+        notes.append(f"{source}: one-hot labels read as class numbers")
+    y = y.reshape(-1)
     if len(x) != len(y):
         raise DataError(f"{source}: {len(x)} images but {len(y)} labels")
     if not np.issubdtype(y.dtype, np.number) or y.dtype == bool:
         raise DataError(f"{source}: labels have dtype {y.dtype}, expected integers")
-    notes = []
     if len(x):
         x, note = pixel_scale(x, source)
         notes += [note] if note else []
@@ -353,8 +371,8 @@ def _idx_in(d: Path) -> dict[str, tuple[Path, Path]] | None:
 
 
 def _csvs_in(d: Path) -> tuple[Path, Path | None] | None:
-    train = [p for p in sorted(d.glob("*train*.csv"))]
-    test = [p for p in sorted(d.glob("*test*.csv"))]
+    train = sorted(d.glob("*train*.csv")) + sorted(d.glob("*train*.csv.gz"))
+    test = sorted(d.glob("*test*.csv")) + sorted(d.glob("*test*.csv.gz"))
     if train:
         return train[0], (test[0] if test else None)
     return None
@@ -391,11 +409,11 @@ def locate(data: str | os.PathLike | None) -> Path:
 
 def _read_file(p: Path, class_names: tuple[str, ...]) -> tuple[RawSplit, RawSplit | None]:
     suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
-    if p.suffix.lower() == ".csv":
+    if suffix.lower() in (".csv", ".csv.gz"):
         return read_csv(p, class_names), None
     if p.suffix.lower() == ".npz":
         return read_npz(p)
-    raise DataError(f"{p}: unsupported data file type '{suffix}' (use an IDX directory, a .csv or a .npz)")
+    raise DataError(f"{p}: unsupported data file type '{suffix}' (use an IDX directory, a .csv[.gz] or a .npz)")
 
 
 def read_raw(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,

@@ -75,6 +75,13 @@ def create_model(name: str, num_classes: int = 10, **params: Any) -> nn.Module:
     if unknown:
         raise FmnistError(f"model '{name}' has no parameter {', '.join(sorted(unknown))}; "
                           f"its parameters: {', '.join(k for k in known if k != 'num_classes') or 'none'}")
+    for k, v in params.items():  # a value of another type than the default's is refused by name, not deep inside
+        d = known[k]
+        kinds = (bool,) if isinstance(d, bool) else (int,) if isinstance(d, int) else (int, float) \
+            if isinstance(d, float) else (str,) if isinstance(d, str) else None
+        if kinds and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
+            what = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kinds[-1]]
+            raise FmnistError(f"model '{name}': parameter {k} must be {what} (like its default {d!r}), got {v!r}")
     try:
         return info.factory(num_classes=num_classes, **params)
     except (ValueError, TypeError) as e:
