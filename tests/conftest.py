@@ -14,6 +14,16 @@ def small_ds():
     return load_dataset(limit=600, test_limit=300)
 
 
+@pytest.fixture(scope="session")
+def trained_run(small_ds, tmp_path_factory):
+    """One trained run shared by the tests that only read it (serve, predict, export, evaluate, the page):
+    cnn_basic, 2 epochs on the 600 training images."""
+    import fmnist
+
+    return fmnist.train("cnn_basic", small_ds, tmp_path_factory.mktemp("trained") / "run", epochs=2,
+                        progress=False, log=lambda *_: None)
+
+
 def write_csv(path, labels, pixels, header=True):
     """A Kaggle-style CSV from label and pixel rows (rows are lists of cell strings or numbers)."""
     lines = []

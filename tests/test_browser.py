@@ -11,8 +11,6 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from fmnist.cli import main
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -24,12 +22,10 @@ def _free_port():
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (scripts/test.sh installs it)")
-def test_page_uploads_image_and_shows_class(tmp_path, small_ds):
+def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run):
     from playwright.sync_api import sync_playwright
 
-    run = tmp_path / "run"
-    assert main(["train", "cnn_basic", "--limit", "600", "--test-limit", "50", "--epochs", "2", "--out", str(run),
-                 "--quiet"]) == 0
+    run = trained_run.dir
     img = tmp_path / "trouser.png"
     i = int((small_ds.test.labels == 1).nonzero()[0][0])  # trousers: the easiest class
     Image.fromarray(small_ds.test.images[i]).resize((84, 84)).save(img)

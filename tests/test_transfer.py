@@ -1,10 +1,11 @@
 import torch
 
 from fmnist.cli import main
+from fmnist.config import TrainConfig
 from fmnist.data import subset
 from fmnist.errors import FmnistError
+from fmnist.loop import fit
 from fmnist.models import create_model
-from fmnist.train import TrainConfig, fit
 
 
 def test_lite0_head_trains_with_frozen_real_backbone(small_ds):

@@ -15,11 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fmnist.config import TrainConfig
 from fmnist.data import Dataset, holdout_split, to_input
 from fmnist.errors import FmnistError
+from fmnist.inference import autocast_dtype, numpy_logits, predict_logits, resolve_device
+from fmnist.loop import fit
 from fmnist.models import count_parameters, create_model, model_info
 from fmnist.presets import Preset, get_preset
-from fmnist.train import TrainConfig, autocast_dtype, fit, numpy_logits, predict_logits, resolve_device
 
 
 def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fmnist.errors import FmnistError
+
+if TYPE_CHECKING:
+    from fmnist.config import TrainConfig
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -77,89 +81,59 @@ def _parse_sets(items: list[str] | None) -> dict:
     return out
 
 
-_TRAIN_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "l2",
-                 "label_smoothing", "schedule", "warmup_epochs", "patience", "val_fraction", "augment", "ema",
-                 "tta", "seed", "device", "precision", "channels_last")
-
-
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (defaults: the model's seed recipe, see `fmnist models`)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--optimizer", choices=("adam", "adamw", "sgd", "rmsprop"))
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--momentum", type=float, help="sgd / rmsprop momentum (default 0.9)")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="sgd: Nesterov momentum")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--l2", type=float, help="Keras-style L2 penalty on dense/conv weights, added to the loss")
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--schedule", choices=("constant", "cosine", "onecycle"))
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--patience", type=int, help="early stopping on validation loss; restores the best weights")
-    g.add_argument("--val-fraction", type=float, help="stratified validation holdout (default 0.2)")
-    g.add_argument("--augment", metavar="OPS", help="comma list of crop, flip, rotate, erase")
-    g.add_argument("--ema", type=float, help="weight EMA decay, e.g. 0.999 (0 = off)")
-    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation (image + mirror)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto | cpu | cuda (default auto)")
-    g.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="auto: bf16 where the hardware has it")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    """One flag per TrainConfig field (type, choices and help from the dataclass), plus --set/--preset."""
+    from dataclasses import fields
+
+    from fmnist.config import TrainConfig
+
+    g = p.add_argument_group("training (defaults: the model's recipe, see `fmnist models`; a preset's settings "
+                             "replace it)")
+    for f in fields(TrainConfig):
+        if f.name in ("model", "model_params"):
+            continue
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        if f.type == "bool":
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+        else:
+            g.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), choices=meta.get("choices"),
+                           metavar=None if meta.get("choices") else {"int": "N", "float": "X"}.get(f.type, "S"),
+                           help=meta["help"])
     g.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="a model parameter, e.g. --set activation=tanh --set dense_units=96 (repeatable)")
     g.add_argument("--no-recipe", action="store_true",
-                   help="start from fmnist's generic defaults instead of the model's seed recipe")
+                   help="start from fmnist's generic defaults instead of the model's recipe")
     g.add_argument("--preset", metavar="NAME",
                    help="start from a named recipe instead of the model's: fast (93%% in 2 min), best (94%% in "
                         "5 min), max (95%% in 30 min); `fmnist train best` also picks the preset's model")
 
 
-def resolve_model(model: str, args: argparse.Namespace) -> str:
-    """MODEL as given, or the model of a preset named in its place (`fmnist train best`)."""
-    from fmnist.models import list_models
-    from fmnist.presets import PRESETS
+def train_config_from_args(model: str, args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a command line: TrainConfig.for_model with the flags that were given."""
+    from dataclasses import fields
 
-    if model in PRESETS and model not in list_models():
-        if getattr(args, "preset", None) not in (None, model):
-            raise FmnistError(f"'{model}' is a preset; do not give --preset {args.preset} with it")
-        args.preset = model
-        return PRESETS[model].model
-    return model
+    from fmnist.config import TrainConfig
 
-
-def train_config_from_args(model: str, args: argparse.Namespace) -> object:
-    """TrainConfig: the model's seed recipe (or --preset's settings), overridden by the options given."""
-    from fmnist.models import model_info
-    from fmnist.presets import get_preset
-    from fmnist.train import TrainConfig
-
-    info = model_info(model)
-    if getattr(args, "preset", None):
-        base = dict(get_preset(args.preset).config)
-    else:
-        base = {} if args.no_recipe else dict(info.recipe or {})
-    for f in _TRAIN_FIELDS:
-        v = getattr(args, f, None)
-        if v is not None:
-            base[f] = v
-    return TrainConfig(model=model, model_params=_parse_sets(args.set), **base)
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name not in ("model", "model_params") and getattr(args, f.name, None) is not None}
+    return TrainConfig.for_model(model, preset=getattr(args, "preset", None), recipe=not args.no_recipe,
+                                 model_params=_parse_sets(args.set), **given)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fmnist.run import default_run_dir, train_run
 
-    model = resolve_model(args.model, args)
-    config = train_config_from_args(model, args)
+    config = train_config_from_args(args.model, args)
     if args.resume and args.overwrite:
         raise FmnistError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if args.resume and not args.out:
         raise FmnistError("--resume needs --out DIR: the run directory to continue")
     ds = _load(args)
-    out = args.out or default_run_dir(args.preset or model)
-    metrics = train_run(config, ds, out, progress=not args.quiet,
-                        existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse")
+    out = args.out or default_run_dir(args.preset or args.model)
+    run = train_run(config, ds, out, progress=False if args.quiet else None,
+                    existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse")
     print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
-    return 130 if metrics.get("interrupted") else 0
+    return 130 if run.metrics.interrupted else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -167,13 +141,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ds = _load(args)
     m = evaluate_run(args.run_dir, ds, args.out)
-    print(f"{m['model']} on {m['data']} ({m['split']}, {m['n']:,} images): accuracy {m['accuracy']:.4f}, "
-          f"loss {m['loss']:.4f}, macro F1 {m['macro_f1']:.4f}")
+    print(f"{args.run_dir} on {ds.source} ({m.split}, {m.n:,} images): accuracy {m.accuracy:.4f}, "
+          f"loss {m.loss:.4f}, macro F1 {m.macro_f1:.4f}")
     print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
-    for name, v in m["per_class"].items():
+    for name, v in m.per_class.items():
         print(f"{name:<14}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>9}")
     print("most confused: " + "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
-                                        for p in m["most_confused"]))
+                                        for p in m.most_confused))
     return 0
 
 
@@ -193,7 +167,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
-        for p in predictor.predict(x, names):
+        for p in predictor.predictions(x, names):
             results.append(p)
             if not args.json:
                 print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3)))
@@ -206,13 +180,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_cv(args: argparse.Namespace) -> int:
     from fmnist.cv import cross_validate, format_cv
 
-    model = resolve_model(args.model, args)
-    config = train_config_from_args(model, args)
+    config = train_config_from_args(args.model, args)
     ds = _load(args)
     out = args.out or f"runs/cv-{args.model}"
     summary = cross_validate(config, ds, args.folds, out, repeats=args.repeats, storage=args.storage,
                              study_name=args.study_name, heartbeat=args.heartbeat, timeout=args.timeout,
-                             progress=not args.quiet)
+                             progress=False if args.quiet else None)
     print(format_cv(summary))
     if not summary["complete"]:
         return 130
@@ -221,19 +194,18 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from fmnist.tune import load_space, tune
+    from fmnist.tuning import load_space, tune
 
     space = load_space(args.space)
     model = args.model or space.get("model")
     if not model:
         raise FmnistError(f"search space '{args.space}' names no model: give MODEL")
-    model = resolve_model(model, args)
     config = train_config_from_args(model, args)
     ds = _load(args)
-    out = args.out or f"runs/tune-{model}"
+    out = args.out or f"runs/tune-{config.model}"
     r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
              storage=args.storage, study_name=args.study_name, metric=args.metric, retrain=not args.no_retrain,
-             progress=not args.quiet, heartbeat=args.heartbeat)
+             progress=False if args.quiet else None, heartbeat=args.heartbeat)
     print(f"best {r['metric']} {r['best_value']:.4f} with {r['best_params']} "
           f"({r['n_complete']} complete, {r['n_pruned']} pruned of {r['target_trials']}; this worker ran "
           f"{r['ran_here']})")
@@ -247,12 +219,12 @@ def cmd_study(args: argparse.Namespace) -> int:
     from fmnist.study import run_study
 
     out = args.out or f"runs/study-{args.profile}"
-    results = run_study(args.profile, out, args.data, args.test_data, progress=not args.quiet)
+    results = run_study(args.profile, out, args.data, args.test_data, progress=False if args.quiet else None)
     rows = [s for s in results["steps"] if s.get("test_accuracy") is not None]
-    print(f"{'model':<24}{'technique':<34}{'test acc':>10}{'seed':>9}")
+    print(f"{'model':<24}{'technique':<34}{'test acc':>10}{'reference':>11}")
     for r in rows:
-        seed = f"{r['seed_accuracy']:.2%}" if r.get("seed_accuracy") else ""
-        print(f"{r['model']:<24}{r['technique']:<34}{r['test_accuracy']:>10.2%}{seed:>9}")
+        ref = f"{r['reference_accuracy']:.2%}" if r.get("reference_accuracy") else ""
+        print(f"{r['model']:<24}{r['technique']:<34}{r['test_accuracy']:>10.2%}{ref:>11}")
     print(f"study finished in {results['seconds'] / 60:.1f} min: {out}/report.html, {out}/results.json")
     return 0
 
@@ -355,7 +327,8 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model, evaluate it on the test set, save the run",
                        description="Train MODEL (see `fmnist models`) on a stratified holdout of the training "
                                    "data, validate each epoch, evaluate once on the test set and write a run "
-                                   "directory. Defaults are the model's seed recipe.")
+                                   "directory. Defaults are the model's recipe (from its reference "
+                                   "project, see `fmnist models`).")
     p.add_argument("model", metavar="MODEL", help="a model (`fmnist models`) or a preset: fast, best, max")
     _add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP); an existing run is refused unless "
                      "--overwrite or --resume")
@@ -365,13 +338,14 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                         "same options as when it started)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("study", help="the main job: every technique of the seed projects, one report",
-                       description="Data audit, then seed recipes for every seed model, augmentation, tuning, "
+    p = sub.add_parser("study", help="the main job: every technique of the reference projects, one report",
+                       description="Data audit, then the reference projects' recipes for their models, "
+                                   "augmentation, tuning, "
                                    "k-fold cross-validation, transfer learning and fmnist's residual net; writes "
                                    "report.html (self-contained) and results.json. Rerun with the same --out "
                                    "to resume after an interruption.")
     p.add_argument("--profile", choices=("tiny", "quick", "full"), default="quick",
-                   help="quick: minutes on a laptop CPU; full: the seeds' settings (50 epochs, 5 folds)")
+                   help="quick: minutes on a laptop CPU; full: the reference projects' settings (50 epochs, 5 folds)")
     p.add_argument("--data", metavar="PATH", help="as for `fmnist data`")
     p.add_argument("--test-data", metavar="PATH")
     p.add_argument("--out", metavar="DIR", help="default runs/study-PROFILE")
@@ -385,7 +359,8 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "The best configuration is retrained and tested once.")
     p.add_argument("model", metavar="MODEL", nargs="?", help="default: the preset's model")
     p.add_argument("--space", default="lr-wd",
-                   help="preset (seed000: seed 000's grid; seed001: seed 001's random search; lr-wd) or TOML file")
+                   help="a named space (seed000: reference project 000's grid; seed001: reference project 001's "
+                        "random search; lr-wd) or a TOML file")
     p.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe")
     p.add_argument("--trials", type=int, help="finished trials wanted in the study (default: grid size or 20)")
     _add_storage_args(p, "default tune-MODEL")

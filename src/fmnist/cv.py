@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmnist.config import TrainConfig
 from fmnist.data import Dataset, kfold_splits
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.train import TrainConfig, fit, numpy_logits
+from fmnist.loop import fit
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
     count_finished,
@@ -27,7 +28,7 @@ from fmnist.workers import (
 
 def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | os.PathLike, repeats: int = 1,
                    storage: str | None = None, study_name: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
-                   timeout: float | None = None, progress: bool = True, log: Any = print) -> dict:
+                   timeout: float | None = None, progress: bool | None = None, log: Any = print) -> dict:
     """Train one model per fold (and per repeat: the k-fold split redrawn with seed + repeat), validate on the
     held-out fold, test each fold's model; write cv.json and plots once every fold is done.
 
@@ -39,14 +40,14 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
 
     from fmnist import plots
     from fmnist.models import create_model
-    from fmnist.run import provenance
+    from fmnist.run import evaluate, provenance
 
     if folds < 2 or repeats < 1:
         raise FmnistError(f"need at least 2 folds and 1 repeat, got {folds} folds and {repeats} repeats")
     kfold_splits(ds.train.labels, folds, config.seed)  # refuses too few rows per class before any file is written
     if timeout is not None and not timeout > 0:
         raise FmnistError(f"--timeout must be a positive number of seconds, got {timeout}")
-    from fmnist.train import resolve_device
+    from fmnist.inference import resolve_device
 
     resolve_device(config.device)
     out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
@@ -80,11 +81,10 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
         if h.interrupted:
             raise KeyboardInterrupt
         res = {"repeat": r, "fold": k, "history": h.as_dict(), "train_acc": h.train_acc[-1],
-               "train_loss": h.train_loss[-1], "val_acc": h.val_acc[-1], "val_loss": h.val_loss[-1],
+               "train_loss": h.train_loss[-1], "val_acc": h.kept_val_accuracy, "val_loss": h.kept_val_loss,
                "train_seconds": h.train_seconds}
         if ds.test is not None:
-            logits = numpy_logits(model, ds.test.images, tta=config.tta)
-            res["test_acc"] = float((logits.argmax(1) == ds.test.labels).mean())
+            res["test_acc"] = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy
         trial.set_user_attr("result", res)
         return res["val_acc"]
 

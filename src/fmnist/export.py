@@ -16,7 +16,7 @@ from fmnist.files import atomic_path, prepare_out_dir
 
 def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None) -> Path:
     """Write RUN_DIR/model.onnx (or model.pt for TorchScript); returns its path."""
-    from fmnist.train import load_checkpoint
+    from fmnist.inference import load_checkpoint
 
     if fmt not in ("onnx", "torchscript"):
         raise FmnistError(f"format '{fmt}' unknown; choose onnx or torchscript")
@@ -75,7 +75,7 @@ class OnnxModel:
 
 def agreement(run_dir: str | os.PathLike, images: np.ndarray) -> dict:
     """How often the ONNX model's predictions equal PyTorch's, and the largest logit difference."""
-    from fmnist.train import load_checkpoint, numpy_logits
+    from fmnist.inference import load_checkpoint, numpy_logits
 
     model, _ = load_checkpoint(run_dir)
     a = numpy_logits(model, images)

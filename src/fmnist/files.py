@@ -114,10 +114,7 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically as PNG and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure atomically as PNG."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
     return Path(path)

@@ -1,25 +1,37 @@
-"""Pictures from arrays and result dicts (never from models). Every function writes one PNG atomically."""
+"""Pictures from arrays and typed results (never from models).
+
+Every function returns a matplotlib Figure (shown inline in a notebook) and, given `path`, also writes it as a
+PNG atomically. Figures are made with matplotlib's object API, not pyplot: no global state, no GUI backend.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from fmnist.files import save_figure  # noqa: E402
+from fmnist.files import save_figure
 
 PathLike = str | os.PathLike
 
 
-def class_distribution(counts: dict[str, dict[str, int]], path: PathLike) -> Path:
+def _figure(*size: float) -> Figure:
+    return Figure(figsize=size, layout="constrained")
+
+
+def _done(fig: Figure, path: PathLike | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def class_distribution(counts: dict[str, dict[str, int]], path: PathLike | None = None) -> Figure:
     """Bar charts of class counts, one panel per split ({'train': {name: n}, 'test': {...}})."""
-    fig, axes = plt.subplots(1, len(counts), figsize=(6 * len(counts), 4), squeeze=False)
+    fig = _figure(6 * len(counts), 4)
+    axes = fig.subplots(1, len(counts), squeeze=False)
     for ax, (split, c) in zip(axes[0], counts.items(), strict=True):
         names, values = list(c), list(c.values())
         bars = ax.bar(range(len(names)), values, color="tab:blue")
@@ -28,15 +40,16 @@ def class_distribution(counts: dict[str, dict[str, int]], path: PathLike) -> Pat
         ax.set_title(f"{split}: {sum(values):,} images")
         ax.set_ylabel("images")
     fig.suptitle("Class distribution")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike,
-                per_class: int = 8, seed: int = 0) -> Path:
+def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike | None = None,
+                per_class: int = 8, seed: int = 0) -> Figure:
     """A grid of sample images, one row per class, with the class name."""
     rng = np.random.default_rng(seed)
     k = len(class_names)
-    fig, axes = plt.subplots(k, per_class, figsize=(per_class * 0.9, k * 0.95))
+    fig = _figure(per_class * 0.9, k * 0.95)
+    axes = fig.subplots(k, per_class)
     for c in range(k):
         idx = np.flatnonzero(labels == c)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
@@ -47,13 +60,15 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
                 ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
         axes[c, 0].text(-3, 14, class_names[c], ha="right", va="center", fontsize=8)
     fig.suptitle("Sample images per class")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike) -> Path:
+def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                path: PathLike | None = None) -> Figure:
     """The mean image of each class as a heatmap."""
     k = len(class_names)
-    fig, axes = plt.subplots(2, (k + 1) // 2, figsize=(2 * ((k + 1) // 2), 4.4))
+    fig = _figure(2 * ((k + 1) // 2), 4.4)
+    axes = fig.subplots(2, (k + 1) // 2)
     for c, ax in enumerate(axes.flat):
         ax.axis("off")
         if c < k:
@@ -62,24 +77,31 @@ def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
             ax.imshow(m, cmap="inferno", vmin=0, vmax=255)
             ax.set_title(class_names[c], fontsize=8)
     fig.suptitle("Mean image per class")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def pixel_histogram(images: np.ndarray, path: PathLike) -> Path:
+def pixel_histogram(images: np.ndarray, path: PathLike | None = None) -> Figure:
     """Histogram of pixel intensities (log scale: most pixels are background)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = _figure(6, 3.5)
+    ax = fig.subplots()
     counts = np.bincount(images.reshape(-1), minlength=256)
     ax.bar(np.arange(256), counts, width=1.0, color="tab:gray")
     ax.set_yscale("log")
     ax.set_xlabel("pixel value (0 = background)")
     ax.set_ylabel("pixels (log)")
     ax.set_title(f"Pixel intensities: mean {images.mean():.1f}, {100 * (counts[0] / counts.sum()):.0f}% zeros")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def learning_curves(history: dict[str, Sequence[float]], path: PathLike, title: str = "") -> Path:
-    """Train/val loss and accuracy vs epoch; marks the epoch of lowest validation loss."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+def learning_curves(history: Any, path: PathLike | None = None, title: str = "") -> Figure:
+    """Train/val loss and accuracy vs epoch of a Run, a History or its dict; marks the lowest validation loss."""
+    if hasattr(history, "history"):  # a Run
+        title = title or history.config.model
+        history = history.history
+    if hasattr(history, "as_dict"):
+        history = history.as_dict()
+    fig = _figure(10, 3.8)
+    a1, a2 = fig.subplots(1, 2)
     ep = history["epoch"]
     a1.plot(ep, history["train_loss"], "o-", label="train", ms=3)
     a2.plot(ep, history["train_acc"], "o-", label="train", ms=3)
@@ -94,12 +116,14 @@ def learning_curves(history: dict[str, Sequence[float]], path: PathLike, title: 
     a1.legend()
     a2.legend()
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike, title: str = "") -> Path:
+def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike | None = None,
+                title: str = "") -> Figure:
     """Curves of all folds on one figure: train loss, val loss, val accuracy."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig = _figure(14, 3.8)
+    axes = fig.subplots(1, 3)
     for i, h in enumerate(histories):
         axes[0].plot(h["epoch"], h["train_loss"], label=f"fold {i + 1}")
         axes[1].plot(h["epoch"], h["val_loss"], label=f"fold {i + 1}")
@@ -108,13 +132,25 @@ def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike,
         ax.set(xlabel="epoch", title=t)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str], path: PathLike, title: str = "") -> Path:
-    """Confusion matrix (rows: true class, columns: predicted), with counts in each cell."""
-    cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+def confusion_matrix(result: Any, class_names: Sequence[str] | None = None, path: PathLike | None = None,
+                     title: str = "") -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted) with counts in each cell, of a Run, an Evaluation
+    or a (C, C) array of counts (then give class_names)."""
+    if hasattr(result, "metrics"):  # a Run: its test evaluation
+        result = result.metrics.test
+        if result is None:
+            raise ValueError("this run has no test evaluation (its data had no test split)")
+    if hasattr(result, "confusion_matrix"):
+        class_names = class_names or result.class_names
+        title = title or f"Confusion matrix ({result.split}, accuracy {result.accuracy:.2%})"
+        result = result.confusion_matrix
+    cm = np.asarray(result)
+    class_names = class_names or [str(i) for i in range(len(cm))]
+    fig = _figure(7.5, 6.5)
+    ax = fig.subplots()
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
@@ -125,49 +161,53 @@ def confusion_heatmap(cm: np.ndarray, class_names: Sequence[str], path: PathLike
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (test set)")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
 def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                  class_names: Sequence[str], path: PathLike, n: int = 32) -> Path:
+                  class_names: Sequence[str], path: PathLike | None = None, n: int = 32) -> Figure:
     """A gallery of misclassified images, most confident mistakes first."""
     wrong = np.flatnonzero(true != pred)
     wrong = wrong[np.argsort(-conf[wrong])][:n]
     cols = 8
     rows = max(1, (len(wrong) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.85), squeeze=False)
+    fig = _figure(cols * 1.5, rows * 1.85)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong, strict=False):
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"true: {class_names[true[i]]}\npred: {class_names[pred[i]]}\n{conf[i]:.0%}", fontsize=7)
     fig.suptitle(f"Misclassified test images ({len(np.flatnonzero(true != pred))} in all; most confident first)")
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike, xlabel: str = "test accuracy",
-                reference: dict[str, float] | None = None, title: str = "") -> Path:
-    """Horizontal bars of one metric per entry, with optional reference marks (e.g. a seed's figure)."""
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.2))
+def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike | None = None,
+                xlabel: str = "test accuracy",
+                reference: dict[str, float] | None = None, title: str = "") -> Figure:
+    """Horizontal bars of one metric per entry, with optional reference marks (e.g. a reference project's figure)."""
+    fig = _figure(8, 0.45 * len(names) + 1.2)
+    ax = fig.subplots()
     y = np.arange(len(names))
     bars = ax.barh(y, values, color="tab:blue", label="fmnist")
     ax.bar_label(bars, labels=[f"{v:.2%}" for v in values], fontsize=8, padding=2)
     if reference:
         for i, n in enumerate(names):
             if n in reference:
-                ax.plot(reference[n], i, "r|", ms=18, mew=2, label="seed's figure" if i == 0 else None)
+                ax.plot(reference[n], i, "r|", ms=18, mew=2, label="reference figure" if i == 0 else None)
     lo = min(list(values) + list((reference or {}).values()) + [1.0])
     ax.set_xlim(max(0.0, lo - 0.05), 1.0)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path:
+def fold_bars(per_fold: Sequence[dict], path: PathLike | None = None, title: str = "") -> Figure:
     """Validation loss and accuracy (and test accuracy) per fold, with the mean as a line."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = _figure(10, 3.6)
+    a1, a2 = fig.subplots(1, 2)
     k = list(range(1, len(per_fold) + 1))
     repeated = any(r.get("repeat", 0) for r in per_fold)  # repeated k-fold: bars labelled repeat.fold
     names = [f"{r.get('repeat', 0) + 1}.{r['fold']}" if repeated else str(r["fold"]) for r in per_fold]
@@ -188,14 +228,15 @@ def fold_bars(per_fold: Sequence[dict], path: PathLike, title: str = "") -> Path
     a2.set(xlabel=xlabel, ylabel="accuracy", title="Accuracy per fold")
     a2.legend()
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return _done(fig, path)
 
 
-def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], path: PathLike,
-                         title: str = "") -> Path:
+def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], path: PathLike | None = None,
+                         title: str = "") -> Figure:
     """Each row: an original image, then several augmented versions of it. Arrays (N, 28, 28), any scale."""
     n, k = len(original), len(augmented)
-    fig, axes = plt.subplots(n, k + 1, figsize=((k + 1) * 1.1, n * 1.1), squeeze=False)
+    fig = _figure((k + 1) * 1.1, n * 1.1)
+    axes = fig.subplots(n, k + 1, squeeze=False)
     for i in range(n):
         for j, img in enumerate([original[i]] + [a[i] for a in augmented]):
             ax = axes[i, j]
@@ -204,4 +245,4 @@ def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], 
             if i == 0:
                 ax.set_title("original" if j == 0 else f"aug {j}", fontsize=7)
     fig.suptitle(title or "Augmented training samples")
-    return save_figure(fig, path)
+    return _done(fig, path)

@@ -148,16 +148,19 @@ class Prediction:
 
 
 class Predictor:
-    """A saved model loaded once, predicting class probabilities for uint8 images (N, 28, 28)."""
+    """A saved model loaded once, predicting uint8 images (N, 28, 28) like those of the dataset.
+
+    `Predictor.from_run(dir).predict(images)` gives class names; `predict_proba` the (N, C) probabilities.
+    """
 
     def __init__(self, run_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu") -> None:
-        from fmnist.train import load_checkpoint
+        from fmnist.inference import load_checkpoint
 
+        if backend not in ("torch", "onnx"):
+            raise DataError(f"backend '{backend}' unknown; choose torch or onnx")
         self.run_dir = Path(run_dir)
         self.model, self.meta = load_checkpoint(self.run_dir, device=device)
         self.class_names: list[str] = list(self.meta["class_names"])
-        if backend not in ("torch", "onnx"):
-            raise DataError(f"backend '{backend}' unknown; choose torch or onnx")
         self.backend = backend
         self.onnx = None
         if backend == "onnx":
@@ -165,21 +168,38 @@ class Predictor:
 
             self.onnx = OnnxModel(self.run_dir)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(N, C) class probabilities."""
-        from fmnist.evaluate import softmax
-        from fmnist.train import numpy_logits
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu") -> Predictor:
+        """The model of a run directory (`fmnist train ... --out DIR`)."""
+        return cls(run_dir, backend=backend, device=device)
 
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities of uint8 images (N, 28, 28) (0..1 floats are scaled, see pixels_to_array)."""
+        from fmnist.inference import numpy_logits
+        from fmnist.metrics import softmax
+
+        images = self._as_images(images)
         if self.onnx is not None:
             return softmax(self.onnx.logits(images))
         return softmax(numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta"))))
 
-    def predict(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
-        """A Prediction per image."""
-        probs = self.probabilities(images)
+    def predict(self, images: np.ndarray) -> list[str]:
+        """The most probable class name of each image."""
+        return [self.class_names[i] for i in self.predict_proba(images).argmax(axis=1)]
+
+    def predictions(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
+        """A Prediction (name, label, probabilities) per image."""
+        probs = self.predict_proba(images)
         out = []
         for name, p in zip(names, probs, strict=True):
             i = int(p.argmax())
             out.append(Prediction(name, self.class_names[i], i,
                                   {c: float(v) for c, v in zip(self.class_names, p, strict=True)}))
         return out
+
+    @staticmethod
+    def _as_images(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (28, 28):
+            return images
+        return pixels_to_array(images, "images")[0]

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fmnist.config import TrainConfig
 from fmnist.errors import FmnistError
-from fmnist.train import TrainConfig
 
 _RESNET = dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
                label_smoothing=0.1, tta=True, val_fraction=0.0, batch_size=256)
@@ -26,9 +26,9 @@ class Preset:
     target: str  # what the preset is for, e.g. "93% test accuracy in under 2 minutes on a 2-core CPU"
     config: dict[str, Any] = field(default_factory=dict)
 
-    def train_config(self) -> TrainConfig:
-        """The preset as a TrainConfig for its model."""
-        return TrainConfig(model=self.model, **self.config)
+    def train_config(self, **settings: Any) -> TrainConfig:
+        """The preset as a TrainConfig for its model (as `fmnist train NAME`), with any settings changed."""
+        return TrainConfig.for_model(self.name, **settings)
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

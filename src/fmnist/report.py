@@ -40,9 +40,9 @@ def write_report(results: dict, out: Path) -> Path:
     rows = comparison_rows(results)
     labels = [f"{r['model']} ({r['technique']})" for r in rows]
     if rows:
-        ref = {lab: r["seed_accuracy"] for lab, r in zip(labels, rows, strict=True) if r.get("seed_accuracy")}
+        ref = {lab: r["reference_accuracy"] for lab, r in zip(labels, rows, strict=True) if r.get("reference_accuracy")}
         plots.bar_compare(labels, [r["test_accuracy"] for r in rows], out / "comparison.png", reference=ref,
-                          title="Test accuracy (red mark: the seed project's published figure)")
+                          title="Test accuracy (red mark: the reference project's published figure)")
     p = results["profile"]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist study ({p['name']})</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -50,18 +50,19 @@ def write_report(results: dict, out: Path) -> Path:
              f"<p>Data: <code>{html.escape(results['data'])}</code>. Total time {results['seconds'] / 60:.1f} min. "
              f"Accuracy is measured on the official test set{'' if not p['test_limit'] else ' (a slice of it)'}; "
              "every choice (tuning, early stopping) was made on validation splits. "
-             + (f"Profile <code>{p['name']}</code> caps every seed recipe at {p['max_epochs']} epoch(s)"
+             + (f"Profile <code>{p['name']}</code> caps every reference recipe at {p['max_epochs']} epoch(s)"
                 + (" with a cosine schedule" if p["short_schedule"] else "")
-                + " where the seeds trained 8 to 50, so compare with the seeds' figures on the full profile; fmnist's "
+                + " where the reference projects trained 8 to 50, so compare with their figures on the full "
+                  "profile; fmnist's "
                   f"preset <code>{p['preset']}</code> runs as designed. "
                 if p["max_epochs"] else "") +
              f"fmnist {html.escape(str(results['provenance'].get('fmnist')))}, torch "
              f"{html.escape(str(results['provenance'].get('torch')))}, git "
              f"{html.escape(str(results['provenance'].get('git_revision')))}.</p>",
              "<h2>Comparison</h2><table><tr><th>model</th><th>technique</th><th>test acc</th><th>val acc</th>"
-             "<th>seed's figure</th><th>train time</th><th>parameters</th></tr>"]
+             "<th>reference figure</th><th>train time</th><th>parameters</th></tr>"]
     for r in rows:
-        seed = r.get("seed_accuracy")
+        seed = r.get("reference_accuracy")
         cls = "" if seed is None else ("better" if r["test_accuracy"] >= seed else "worse")
         spread = f" ± {100 * r['test_accuracy_std']:.2f}" if r.get("test_accuracy_std") is not None else ""
         params = f"{r['parameters']:,}" if r.get("parameters") else ""

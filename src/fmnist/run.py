@@ -1,22 +1,113 @@
-"""A training run as files: config.json, history.csv, model.safetensors, metrics.json and pictures."""
+"""A training run: `train` / `train_run` -> a typed `Run` (model, config, history, metrics, directory) whose files
+are config.json, history.csv, model.safetensors, metrics.json and pictures; `evaluate` measures any model on a
+split (the one place accuracy on a test set is computed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fmnist.config import TrainConfig
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError
-from fmnist.evaluate import classification_metrics, softmax
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.train import TrainConfig, fit, load_checkpoint, numpy_logits, save_checkpoint
+from fmnist.inference import load_checkpoint, numpy_logits, save_checkpoint
+from fmnist.loop import History, fit
+from fmnist.metrics import Evaluation, classification_metrics, softmax
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What a training run measured (metrics.json), one name per quantity.
+
+    val_accuracy: accuracy on the run's validation split of the weights the run keeps (the best epoch's when early
+    stopping restored them, else the last epoch's); None for a run without a validation split.
+    test: the evaluation on the test split, measured once at the end (test_accuracy is test.accuracy); None when
+    the data had no test split. Read fields as attributes or by name: metrics["test_accuracy"].
+    """
+
+    model: str
+    parameters: int
+    train_seconds: float
+    train_images_per_second: float
+    epochs_run: int
+    best_epoch: int
+    restored_best: bool
+    stopped_early: bool
+    interrupted: bool
+    val_accuracy: float | None
+    test: Evaluation | None = None
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """Accuracy on the test split."""
+        return self.test.accuracy if self.test else None
+
+    @property
+    def test_loss(self) -> float | None:
+        """Mean cross-entropy on the test split."""
+        return self.test.loss if self.test else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json's content: the test evaluation flattened into test_* keys."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "test"}
+        if self.test is not None:
+            t = self.test
+            out.update(test_accuracy=t.accuracy, test_loss=t.loss, test_macro_f1=t.macro_f1, per_class=t.per_class,
+                       confusion_matrix=t.confusion_matrix, most_confused=t.most_confused, test_rows=t.n)
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        d = self.to_dict()
+        if key not in d:
+            raise KeyError(f"{key!r}; the metrics: {', '.join(d)}")
+        return d[key]
+
+    @classmethod
+    def from_dict(cls, d: dict, class_names: tuple[str, ...]) -> RunMetrics:
+        """From metrics.json."""
+        test = None
+        if d.get("test_accuracy") is not None:
+            test = Evaluation(d["test_accuracy"], d["test_loss"], d["test_macro_f1"], d["per_class"],
+                              d["confusion_matrix"], d["most_confused"], d["test_rows"], class_names, "test")
+        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "test"}, test=test)
+
+
+@dataclass
+class Run:
+    """A trained model and what its run directory holds."""
+
+    model: torch.nn.Module
+    config: TrainConfig
+    history: History
+    metrics: RunMetrics
+    dir: Path
+    class_names: tuple[str, ...]
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Run:
+        """A run from its directory (model, config, history and metrics)."""
+        d = Path(run_dir)
+        model, meta = load_checkpoint(d)
+        names = tuple(meta["class_names"])
+        try:
+            metrics = json.loads((d / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FmnistError(f"{d / 'metrics.json'}: not readable ({e})") from None
+        history, m = History.from_csv(d / "history.csv"), RunMetrics.from_dict(metrics, names)
+        history.best_epoch, history.restored_best = m.best_epoch, m.restored_best
+        history.stopped_early, history.interrupted = m.stopped_early, m.interrupted
+        history.train_seconds, history.images_per_second = m.train_seconds, m.train_images_per_second
+        return cls(model, TrainConfig.from_dict(meta["config"]), history, m, d, names)
 
 
 def provenance() -> dict:
@@ -43,50 +134,75 @@ def default_run_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def evaluate_model(model: torch.nn.Module, split: Split, class_names: tuple[str, ...], out_dir: Path | None,
-                   tta: bool = False, prefix: str = "test") -> dict:
-    """Metrics of a model on a split; with out_dir, the confusion heatmap and misclassified gallery too."""
-    logits = numpy_logits(model, split.images, tta=tta)
-    m = classification_metrics(split.labels, logits, class_names)
+def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | Split,
+             class_names: tuple[str, ...] | None = None, tta: bool | None = None,
+             out_dir: str | os.PathLike | None = None, split: str | None = None) -> Evaluation:
+    """Accuracy, loss, per-class scores and confusion matrix of a model (or a Run, or a run directory) on a
+    split (a Dataset's test split, or its train split when it has none); with out_dir, also the confusion
+    matrix and misclassified pictures."""
+    if isinstance(model, str | os.PathLike):
+        model = Run.load(model)
+    if isinstance(model, Run):
+        class_names = class_names or model.class_names
+        tta = model.config.tta if tta is None else tta
+        model = model.model
+    if isinstance(data, Dataset):
+        split = split or ("test" if data.test is not None else "train")
+        class_names = class_names or data.class_names
+        data = data.test if data.test is not None else data.train
+    if not class_names:
+        raise FmnistError("class_names are needed to evaluate a bare model on a Split")
+    logits = numpy_logits(model, data.images, tta=bool(tta))
+    ev = classification_metrics(data.labels, logits, class_names, split=split or "test")
     if out_dir is not None:
         from fmnist import plots
 
+        out = Path(out_dir)
         probs = softmax(logits)
-        plots.confusion_heatmap(np.array(m["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png",
-                                title=f"Confusion matrix ({prefix}, accuracy {m['accuracy']:.2%})")
-        plots.misclassified(split.images, split.labels, probs.argmax(1), probs.max(1), class_names,
-                            out_dir / "misclassified.png")
-    return m
+        plots.confusion_matrix(ev, path=out / "confusion_matrix.png")
+        plots.misclassified(data.images, data.labels, probs.argmax(1), probs.max(1), class_names,
+                            out / "misclassified.png")
+    return ev
 
 
 def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0) -> Path:
     """A gallery of what `--augment spec` does to a few training images."""
     from fmnist import plots
+    from fmnist.config import augment_ops
     from fmnist.data import to_input
-    from fmnist.train import augment_batch, augment_ops
+    from fmnist.loop import augment_batch
 
     g = torch.Generator().manual_seed(seed)
     x = to_input(images)
     aug = [augment_batch(x, augment_ops(spec), g)[:, 0].numpy() for _ in range(7)]
-    return plots.augmentation_gallery(x[:, 0].numpy(), aug, path, title=f"--augment {spec}")
+    plots.augmentation_gallery(x[:, 0].numpy(), aug, path, title=f"--augment {spec}")
+    return path
+
+
+def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *, preset: str | None = None,
+          progress: bool | None = None, log: Any = print, existing: str = "refuse", **settings: Any) -> Run:
+    """Train a model by name with its recipe (as `fmnist train MODEL`), a preset's settings or any TrainConfig
+    setting given as a keyword; evaluate it once on the test split; save the run. Returns the Run."""
+    config = TrainConfig.for_model(model, preset=preset, **settings)
+    return train_run(config, data, out_dir, progress=progress, log=log, existing=existing)
 
 
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
-              progress: bool = True, log: Any = print, plots: bool = True, existing: str = "refuse") -> dict:
-    """Split, train, save and evaluate one model; returns the metrics dict (also metrics.json).
+              progress: bool | None = None, log: Any = print, plots: bool = True, existing: str = "refuse") -> Run:
+    """Split, train, save and evaluate one model with a given config; returns the Run (metrics.json, etc.).
 
     existing: what to do when out_dir already holds a run: "refuse", "overwrite" (clear it first) or "resume"
     (continue from its last finished epoch, with the same config).
     """
     from fmnist import plots as P
+    from fmnist.loop import TRAIN_STATE, load_train_state
     from fmnist.models import count_parameters, create_model
-    from fmnist.train import TRAIN_STATE, load_train_state
 
     if existing not in ("refuse", "overwrite", "resume"):
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
     # everything that can be refused is checked before the directory is touched
-    from fmnist.train import resolve_device
+    from fmnist.inference import resolve_device
 
     resolve_device(config.device)
     tr_idx, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
@@ -107,41 +223,36 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
         augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
                resume=existing == "resume")
-    # validation accuracy of the weights kept: the best epoch's when early stopping restored it, else the last
-    val_accuracy = (hist.val_acc[hist.best_epoch - 1] if hist.restored_best else hist.val_acc[-1]) \
-        if hist.val_acc and len(val) else None  # None, not NaN, for a run without a validation split
+    val_accuracy = hist.kept_val_accuracy
     save_checkpoint(model, out / "model.safetensors", config, ds.class_names, extra={"val_accuracy": val_accuracy})
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
-        P.learning_curves(hist.as_dict(), out / "learning_curves.png", title=config.model)
-    metrics: dict = {"model": config.model, "parameters": n_params, "train_seconds": hist.train_seconds,
-                     "train_images_per_second": hist.images_per_second, "epochs_run": len(hist.epoch),
-                     "best_epoch": hist.best_epoch, "restored_best": hist.restored_best,
-                     "stopped_early": hist.stopped_early, "interrupted": hist.interrupted,
-                     "val_accuracy": val_accuracy}
+        P.learning_curves(hist, out / "learning_curves.png", title=config.model)
+    test = None
     if ds.test is not None:
-        m = evaluate_model(model, ds.test, ds.class_names, out if plots else None, tta=config.tta)
-        metrics.update({"test_accuracy": m["accuracy"], "test_loss": m["loss"], "test_macro_f1": m["macro_f1"],
-                        "per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
-                        "most_confused": m["most_confused"], "test_rows": m["n"]})
-        log(f"test accuracy {m['accuracy']:.4f}  loss {m['loss']:.4f}  (train {hist.train_seconds:.0f}s, "
+        test = evaluate(model, ds.test, ds.class_names, tta=config.tta, out_dir=out if plots else None)
+        log(f"test accuracy {test.accuracy:.4f}  loss {test.loss:.4f}  (train {hist.train_seconds:.0f}s, "
             f"{hist.images_per_second:,.0f} images/s)")
-    metrics["provenance"] = provenance()
-    write_json(out / "metrics.json", metrics)
+    metrics = RunMetrics(model=config.model, parameters=n_params, train_seconds=hist.train_seconds,
+                         train_images_per_second=hist.images_per_second, epochs_run=len(hist.epoch),
+                         best_epoch=hist.best_epoch, restored_best=hist.restored_best,
+                         stopped_early=hist.stopped_early, interrupted=hist.interrupted, val_accuracy=val_accuracy,
+                         test=test)
+    write_json(out / "metrics.json", {**metrics.to_dict(), "provenance": provenance()})
     if not hist.interrupted:
         (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
-    return metrics
+    return Run(model, config, hist, metrics, out, ds.class_names)
 
 
 def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike | None = None,
-                 tta: bool | None = None) -> dict:
-    """Evaluate a saved run on a dataset's test split (or its train split when it has no test split)."""
+                 tta: bool | None = None) -> Evaluation:
+    """Evaluate a saved run on a dataset's test split (or its train split when it has no test split); writes
+    metrics.json and the pictures to out_dir (default RUN_DIR/evaluation)."""
     model, meta = load_checkpoint(run_dir)
-    split, which = (ds.test, "test") if ds.test is not None else (ds.train, "train")
     out = prepare_out_dir(Path(out_dir) if out_dir else Path(run_dir) / "evaluation", existing="keep")
     if tta is None:
         tta = bool(meta.get("config", {}).get("tta", False))
-    m = evaluate_model(model, split, tuple(meta["class_names"]), out, tta=tta, prefix=which)
-    m.update({"model": meta["model"], "data": ds.source, "split": which, "provenance": provenance()})
-    write_json(out / "metrics.json", m)
-    return m
+    ev = evaluate(model, ds, tuple(meta["class_names"]), tta=tta, out_dir=out)
+    write_json(out / "metrics.json", {"model": meta["model"], "data": ds.source, **ev.to_dict(),
+                                      "provenance": provenance()})
+    return ev

@@ -1,4 +1,5 @@
-"""`fmnist study`: the data audit, then every technique of the seed projects, compared in one report.
+"""`fmnist study`: the data audit, then every technique of the reference projects (shared/seeds), compared in
+one report.
 
 Each step writes its own directory under OUT/steps/ and a result.json when it finishes; a rerun with the same
 --out skips finished steps (an interrupted study resumes).
@@ -12,12 +13,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fmnist.config import TrainConfig
+
+if TYPE_CHECKING:
+    from fmnist.run import RunMetrics
 from fmnist.data import Dataset, subset
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.train import TrainConfig
 
 SEED_MODELS = ("mlp_jackson", "lenet5", "cnn_basic", "cnn_bn", "cnn_seed000")
 
@@ -29,7 +33,7 @@ class Profile:
     name: str
     limit: int | None  # training rows used (None: all)
     test_limit: int | None  # test rows used (None: all 10,000)
-    max_epochs: int | None  # cap on each recipe's epochs (None: the seed's own)
+    max_epochs: int | None  # cap on each recipe's epochs (None: the reference project's own)
     short_schedule: bool  # cosine schedule and lr >= 1e-3, so a capped run still converges
     folds: int
     tune_trials: int
@@ -66,10 +70,10 @@ def plan(profile: Profile) -> list[dict]:
     """The steps of a study: technique, model, and how to run it."""
     steps: list[dict] = [{"key": "data", "technique": "data audit"}]
     for m in SEED_MODELS:
-        steps.append({"key": f"train-{m}", "technique": "seed recipe", "model": m, "config": _recipe(m, profile)})
+        steps.append({"key": f"train-{m}", "technique": "reference recipe", "model": m, "config": _recipe(m, profile)})
     steps.append({"key": "augment-cnn_bn", "technique": "augmentation", "model": "cnn_bn",
                   "config": _recipe("cnn_bn", profile, augment="crop,flip")})
-    steps.append({"key": "tune-lenet5_tuned", "technique": "tuning (seed 001 random search)",
+    steps.append({"key": "tune-lenet5_tuned", "technique": "tuning (reference project 001 random search)",
                   "model": "lenet5_tuned", "config": _recipe("lenet5_tuned", profile)})
     steps.append({"key": "cv-lenet5", "technique": f"{profile.folds}-fold cross-validation", "model": "lenet5",
                   "config": _recipe("lenet5", profile)})
@@ -88,7 +92,7 @@ def plan(profile: Profile) -> list[dict]:
 
 
 def run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None = None,
-              test_data: str | None = None, progress: bool = True, log: Any = print) -> dict:
+              test_data: str | None = None, progress: bool | None = None, log: Any = print) -> dict:
     """Run (or resume) every step of the study; write results.json and report.html."""
     from fmnist.data import load_dataset
 
@@ -149,9 +153,9 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
                 "train_test_overlap": r["train_test_overlap"]}
     cfg: TrainConfig = step["config"]
     info = model_info(cfg.model)
-    row: dict = {"seed_accuracy": info.seed_accuracy, "config": cfg.to_dict()}
+    row: dict = {"reference_accuracy": info.reference_accuracy, "config": cfg.to_dict()}
     if key.startswith("tune-"):
-        from fmnist.tune import SPACES, tune
+        from fmnist.tuning import SPACES, tune
 
         tds = dataclasses.replace(ds, train=subset(ds.train, profile.tune_limit) if profile.tune_limit else ds.train)
         base = dataclasses.replace(cfg, epochs=profile.tune_epochs)
@@ -160,10 +164,10 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         if not r["complete"]:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
             raise KeyboardInterrupt
         from fmnist.run import train_run
-        from fmnist.tune import apply_params
+        from fmnist.tuning import apply_params
 
         m = train_run(apply_params(cfg, r["best_params"]), ds, sdir / "best", progress=progress, log=quiet,
-                      existing="overwrite")  # an unfinished earlier attempt of this step
+                      existing="overwrite").metrics  # overwrite: an unfinished earlier attempt of this step
         row.update(_metrics_row(m), best_params=r["best_params"], n_trials=r["n_trials"])
         return row
     if key.startswith("cv-"):
@@ -181,11 +185,12 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         use = dataclasses.replace(ds, train=subset(ds.train, profile.transfer_limit))
     from fmnist.run import train_run
 
-    m = train_run(cfg, use, sdir, progress=progress, log=quiet, existing="overwrite")
+    m = train_run(cfg, use, sdir, progress=progress, log=quiet, existing="overwrite").metrics
     row.update(_metrics_row(m))
     return row
 
 
-def _metrics_row(m: dict) -> dict:
-    return {k: m.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy", "train_seconds", "parameters",
-                                  "train_images_per_second")}
+def _metrics_row(m: RunMetrics) -> dict:
+    return {"test_accuracy": m.test_accuracy, "test_loss": m.test_loss, "val_accuracy": m.val_accuracy,
+            "train_seconds": m.train_seconds, "parameters": m.parameters,
+            "train_images_per_second": m.train_images_per_second}

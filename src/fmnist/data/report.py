@@ -26,16 +26,19 @@ def describe_data(ds: Dataset, out_dir: str | os.PathLike | None, plots: bool = 
     from fmnist.files import prepare_out_dir
 
     out = prepare_out_dir(out_dir, existing="keep")
-    pictures = []
+    report["pictures"] = []
     if plots:
         from fmnist import plots as P
 
         counts = {name: a.class_counts for name, a in ds.audit.items()}
-        pictures.append(P.class_distribution(counts, out / "class_distribution.png"))
-        pictures.append(P.sample_grid(ds.train.images, ds.train.labels, ds.class_names, out / "samples.png"))
-        pictures.append(P.mean_images(ds.train.images, ds.train.labels, ds.class_names, out / "mean_images.png"))
-        pictures.append(P.pixel_histogram(ds.train.images, out / "pixel_histogram.png"))
-    report["pictures"] = [p.name for p in pictures]
+        for name, draw in (
+            ("class_distribution.png", lambda path: P.class_distribution(counts, path)),
+            ("samples.png", lambda path: P.sample_grid(ds.train.images, ds.train.labels, ds.class_names, path)),
+            ("mean_images.png", lambda path: P.mean_images(ds.train.images, ds.train.labels, ds.class_names, path)),
+            ("pixel_histogram.png", lambda path: P.pixel_histogram(ds.train.images, path)),
+        ):
+            draw(out / name)
+            report["pictures"].append(name)
     write_json(out / "data_report.json", report)
     return report
 

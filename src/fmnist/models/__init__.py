@@ -26,8 +26,8 @@ class ModelInfo:
     description: str
     factory: Callable[..., nn.Module]
     pretrained: bool = False  # transfer-learning model: takes `weights=`
-    seed_accuracy: float | None = None  # the seed project's published test accuracy for this model
-    recipe: dict | None = None  # the seed's training recipe (TrainConfig fields)
+    reference_accuracy: float | None = None  # its reference project's published test accuracy (shared/seeds)
+    recipe: dict | None = None  # the reference project's training recipe (TrainConfig fields)
 
     def defaults(self) -> dict[str, Any]:
         """The factory's parameters and their defaults."""
@@ -38,12 +38,12 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, description: str, pretrained: bool = False, seed_accuracy: float | None = None,
+def register_model(family: str, description: str, pretrained: bool = False, reference_accuracy: float | None = None,
                    recipe: dict | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: add a factory to the registry under its function name."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, description, fn, pretrained, seed_accuracy, recipe)
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, description, fn, pretrained, reference_accuracy, recipe)
         return fn
 
     return deco

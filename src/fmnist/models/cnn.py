@@ -1,4 +1,4 @@
-"""LeNet-5 (seed 001) and the small CNNs of seeds 000 and 002."""
+"""LeNet-5 (reference project 001) and the small CNNs of reference projects 000 and 002."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def conv_act_pool(conv: nn.Conv2d, act: str) -> list[nn.Module]:
 
 
 def _lenet(num_classes: int, dense_units: int, act: str) -> nn.Sequential:
-    # Keras LeNet of seed 001: valid convolutions, 28 -> 24 -> 12 -> 8 -> 4
+    # Keras LeNet of reference project 001: valid convolutions, 28 -> 24 -> 12 -> 8 -> 4
     return nn.Sequential(
         *conv_act_pool(nn.Conv2d(1, 6, 5), act),  # (B, 6, 12, 12)
         *conv_act_pool(nn.Conv2d(6, 16, 5), act),  # (B, 16, 4, 4)
@@ -32,22 +32,22 @@ def _lenet(num_classes: int, dense_units: int, act: str) -> nn.Sequential:
     )
 
 
-@register_model("lenet", "LeNet-5 of seed 001: conv6@5x5, pool, conv16@5x5, pool, 120, 84 (44,426 params)",
-                seed_accuracy=0.895, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
+@register_model("lenet", "LeNet-5 of reference project 001: conv6@5x5, pool, conv16@5x5, pool, 120, 84 (44,426 params)",
+                reference_accuracy=0.895, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
 def lenet5(num_classes: int = 10, activation: str = "relu") -> nn.Module:
     return _lenet(num_classes, 120, activation)
 
 
-@register_model("lenet", "seed 001's tuned LeNet-5: first dense layer's width a parameter (64..128)",
-                seed_accuracy=0.895, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
+@register_model("lenet", "reference project 001's tuned LeNet-5: first dense layer's width a parameter (64..128)",
+                reference_accuracy=0.895, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
 def lenet5_tuned(num_classes: int = 10, dense_units: int = 128, activation: str = "relu") -> nn.Module:
     if not 1 <= dense_units <= 4096:
         raise ValueError(f"dense_units must be in 1..4096, got {dense_units}")
     return _lenet(num_classes, dense_units, activation)
 
 
-@register_model("cnn", "seed 002's CNN 1: conv32 3x3, pool, conv64 3x3, pool, dense 128",
-                seed_accuracy=0.901, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-3))
+@register_model("cnn", "reference project 002's CNN 1: conv32 3x3, pool, conv64 3x3, pool, dense 128",
+                reference_accuracy=0.901, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-3))
 def cnn_basic(num_classes: int = 10, dense_units: int = 128, activation: str = "relu") -> nn.Module:
     return nn.Sequential(
         *conv_act_pool(nn.Conv2d(1, 32, 3), activation),  # (B, 32, 13, 13)
@@ -58,8 +58,8 @@ def cnn_basic(num_classes: int = 10, dense_units: int = 128, activation: str = "
     )
 
 
-@register_model("cnn", "seed 002's CNN 2: three conv blocks 32/64/128 with BatchNorm and Dropout",
-                seed_accuracy=0.9137, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-4))
+@register_model("cnn", "reference project 002's CNN 2: three conv blocks 32/64/128 with BatchNorm and Dropout",
+                reference_accuracy=0.9137, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-4))
 def cnn_bn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.5, dense_units: int = 128,
            widths: tuple[int, int, int] = (32, 64, 128)) -> nn.Module:
     layers: list[nn.Module] = []
@@ -75,12 +75,13 @@ def cnn_bn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 
     )
 
 
-@register_model("cnn", "seed 000's Keras CNN (conv32, pool, conv64, pool, dense 100); activation a parameter",
-                seed_accuracy=0.89579,
+@register_model("cnn", "reference project 000's Keras CNN (conv32, pool, conv64, pool, dense 100), activation a "
+                       "parameter",
+                reference_accuracy=0.89579,
                 recipe=dict(epochs=30, batch_size=500, optimizer="adam", lr=1e-3))
 def cnn_seed000(num_classes: int = 10, activation: str = "tanh", dense_units: int = 100,
                 filters: tuple[int, int] = (32, 64)) -> nn.Module:
-    # seed 000 publishes its grid and best values (tanh, Adam 1e-3, batch 500, 30 epochs), not the layers:
+    # reference project 000 publishes its grid and best values (tanh, Adam 1e-3, batch 500, 30 epochs), not the layers:
     # this is the standard Keras Fashion-MNIST CNN its grid search wraps.
     f1, f2 = filters
     return nn.Sequential(

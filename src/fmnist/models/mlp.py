@@ -1,4 +1,4 @@
-"""Fully connected networks of seed 004."""
+"""Fully connected networks of reference project 004."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def _mlp(widths: tuple[int, ...], dropout: float, act: str, num_classes: int) ->
     return nn.Sequential(*layers)
 
 
-@register_model("mlp", "seed 004 'Tyler': 5 hidden layers of 128 ReLU, each with Dropout(0.3)",
-                seed_accuracy=0.88, recipe=dict(epochs=50, batch_size=128, optimizer="adam", lr=1e-3))
+@register_model("mlp", "reference project 004 'Tyler': 5 hidden layers of 128 ReLU, each with Dropout(0.3)",
+                reference_accuracy=0.88, recipe=dict(epochs=50, batch_size=128, optimizer="adam", lr=1e-3))
 def mlp_tyler(num_classes: int = 10, hidden: int = 128, depth: int = 5, dropout: float = 0.3,
               activation: str = "relu", l2: float = 0.0) -> nn.Module:
     m = _mlp((hidden,) * depth, dropout, activation, num_classes)
@@ -27,10 +27,10 @@ def mlp_tyler(num_classes: int = 10, hidden: int = 128, depth: int = 5, dropout:
     return m
 
 
-@register_model("mlp", "seed 004 'Jackson': 512-256-128-64 ReLU, each with Dropout(0.3), optional L2",
-                seed_accuracy=0.88, recipe=dict(epochs=50, batch_size=128, optimizer="adam", lr=1e-3))
+@register_model("mlp", "reference project 004 'Jackson': 512-256-128-64 ReLU, each with Dropout(0.3), optional L2",
+                reference_accuracy=0.88, recipe=dict(epochs=50, batch_size=128, optimizer="adam", lr=1e-3))
 def mlp_jackson(num_classes: int = 10, dropout: float = 0.3, activation: str = "relu", l2: float = 0.0,
                 widths: tuple[int, ...] = (512, 256, 128, 64)) -> nn.Module:
     m = _mlp(tuple(widths), dropout, activation, num_classes)
-    m.l2 = l2  # seed 004 used 0.001 with use_regularizer=True
+    m.l2 = l2  # reference project 004 used 0.001 with use_regularizer=True
     return m

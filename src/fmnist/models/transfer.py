@@ -85,7 +85,8 @@ def _load_weights(module: nn.Module, weights: str, name: str, imagenet: Callable
     else:
         p = Path(weights)
         if not p.is_file():
-            raise FmnistError(f"{weights}: weights file not found (use --weights imagenet, none or a state-dict file)")
+            raise FmnistError(f"{weights}: weights file not found (use --set weights=imagenet, none or a "
+                              "state-dict file)")
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001  (any unreadable file: one line, not a traceback)
@@ -158,20 +159,21 @@ def _vgg(arch: str, num_classes: int, weights: str, image_size: int, head: str, 
 
 
 @register_model("transfer", "VGG16 (ImageNet) frozen + new head (seeds 000, 001)", pretrained=True,
-                seed_accuracy=0.82678, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+                reference_accuracy=0.82678, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
 def vgg16_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
              dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     return _vgg("vgg16", num_classes, weights, image_size, head, dropout, trainable_blocks)
 
 
-@register_model("transfer", "VGG19 (ImageNet) frozen + new head (seed 000)", pretrained=True,
-                seed_accuracy=0.8294, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+@register_model("transfer", "VGG19 (ImageNet) frozen + new head (reference project 000)", pretrained=True,
+                reference_accuracy=0.8294, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
 def vgg19_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
              dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     return _vgg("vgg19", num_classes, weights, image_size, head, dropout, trainable_blocks)
 
 
-@register_model("transfer", "ResNet50 (ImageNet) frozen, global pooling + dense (seed 001)", pretrained=True,
+@register_model("transfer", "ResNet50 (ImageNet) frozen, global pooling + dense (reference project 001)",
+                pretrained=True,
                 recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
 def resnet50_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
                 dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:

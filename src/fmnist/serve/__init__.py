@@ -103,7 +103,7 @@ class _Batcher:
                     break
             x = np.concatenate([i for i, _ in items])
             try:
-                probs = await loop.run_in_executor(None, self.predictor.probabilities, x)
+                probs = await loop.run_in_executor(None, self.predictor.predict_proba, x)
             except Exception as e:  # noqa: BLE001  (handed to every waiting request)
                 for _, f in items:
                     f.set_exception(e)

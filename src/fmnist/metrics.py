@@ -1,10 +1,31 @@
-"""Pure metric functions on arrays (checked against scikit-learn in the tests)."""
+"""Pure metric functions on arrays (checked against scikit-learn in the tests), and their typed result."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a model did on one labelled split."""
+
+    accuracy: float
+    loss: float  # mean cross-entropy
+    macro_f1: float
+    per_class: dict[str, dict[str, float]]  # class -> precision, recall, f1, support
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted
+    most_confused: list[dict]  # the most frequent (true, predicted, count) mistakes
+    n: int  # images evaluated
+    class_names: tuple[str, ...] = field(default=())
+    split: str = "test"  # which split: test, train, validation
+
+    def to_dict(self) -> dict[str, Any]:
+        """As a JSON-ready dict."""
+        return {**asdict(self), "class_names": list(self.class_names)}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -47,18 +68,14 @@ def confused_pairs(cm: np.ndarray, class_names: Sequence[str], top: int = 5) -> 
             for i, j in zip(*np.unravel_index(order, off.shape), strict=True) if off[i, j] > 0]
 
 
-def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Accuracy, loss, per-class scores, confusion matrix and most-confused pairs."""
+def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: Sequence[str],
+                           split: str = "test") -> Evaluation:
+    """Accuracy, loss, per-class scores, confusion matrix and most-confused pairs of logits (N, C)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     pred = logits.argmax(axis=1)
     cm = confusion_matrix(y_true, pred, len(class_names))
     pc = per_class(y_true, pred, class_names)
-    return {
-        "accuracy": float((pred == y_true).mean()),
-        "loss": log_loss(y_true, logits),
-        "macro_f1": float(np.mean([v["f1"] for v in pc.values()])),
-        "per_class": pc,
-        "confusion_matrix": cm.tolist(),
-        "most_confused": confused_pairs(cm, class_names),
-        "n": int(len(y_true)),
-    }
+    return Evaluation(accuracy=float((pred == y_true).mean()), loss=log_loss(y_true, logits),
+                      macro_f1=float(np.mean([v["f1"] for v in pc.values()])), per_class=pc,
+                      confusion_matrix=cm.tolist(), most_confused=confused_pairs(cm, class_names), n=int(len(y_true)),
+                      class_names=tuple(class_names), split=split)

@@ -1,112 +1,25 @@
-"""The one training loop, its config, learning-rate schedules, batch augmentation and checkpoints."""
+"""The one training loop: `fit`, its History, learning-rate schedules, optimizers, batch augmentation and the
+per-epoch train state that `--resume` continues from."""
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmnist.config import TrainConfig, augment_ops
 from fmnist.data import MEAN, STD, Split, to_input
 from fmnist.errors import FmnistError
-from fmnist.files import atomic_path, dumps
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "onecycle")
-AUGMENTATIONS = ("crop", "flip", "rotate", "erase")
-CHECKPOINT_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run. Saved as config.json next to its results."""
-
-    model: str = "lenet5"  # a name from list_models()
-    model_params: dict[str, Any] = field(default_factory=dict)  # factory arguments, e.g. {"activation": "tanh"}
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    lr: float = 1e-3  # peak learning rate
-    momentum: float = 0.9  # sgd and rmsprop
-    nesterov: bool = False  # sgd
-    weight_decay: float = 0.0  # decoupled for adamw, coupled (PyTorch's) otherwise
-    l2: float = 0.0  # Keras-style L2 penalty: l2 * sum of squared dense/conv weights, added to the loss
-    label_smoothing: float = 0.0
-    schedule: str = "constant"  # constant | cosine | onecycle
-    warmup_epochs: float = 0.0  # linear warmup for constant/cosine (onecycle warms up over 25% of steps)
-    patience: int = 0  # early stopping on validation loss after this many epochs without improvement; 0 = off
-    val_fraction: float = 0.2  # stratified holdout of the training data for validation; 0 = train on all
-    augment: str = ""  # comma list of crop, flip, rotate, erase
-    ema: float = 0.0  # exponential moving average of weights, e.g. 0.999; 0 = off
-    tta: bool = False  # test-time augmentation: average logits of the image and its mirror
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
-    channels_last: bool = True  # NHWC activations: 2-3x faster convolutions and pooling on CPU (oneDNN)
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise FmnistError(f"optimizer '{self.optimizer}' unknown; choose from {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise FmnistError(f"schedule '{self.schedule}' unknown; choose from {', '.join(SCHEDULES)}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise FmnistError(f"precision '{self.precision}' unknown; choose from auto, bf16, fp32")
-        check_device(self.device)
-        for f in fields(self):  # types first: a library caller may pass "0.1" or None
-            v = getattr(self, f.name)
-            want = {"int": int, "float": (int, float), "bool": bool, "str": str}.get(f.type)
-            if want and (not isinstance(v, want) or (isinstance(v, bool) and f.type != "bool")):
-                raise FmnistError(f"{f.name} must be {'a number' if f.type == 'float' else f'a {f.type}'}, "
-                                  f"got {v!r}")
-            if f.type == "float" and not math.isfinite(v):
-                raise FmnistError(f"{f.name} must be a finite number, got {v}")
-        if not isinstance(self.model_params, dict):
-            raise FmnistError(f"model_params must be a dict, got {self.model_params!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise FmnistError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise FmnistError(f"lr must be positive, got {self.lr}")
-        for name in ("weight_decay", "l2", "warmup_epochs", "patience", "momentum"):
-            if getattr(self, name) < 0:
-                raise FmnistError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.momentum >= 1:
-            raise FmnistError(f"momentum must be below 1, got {self.momentum}")
-        if not 0 <= self.label_smoothing < 1:
-            raise FmnistError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.val_fraction < 1:
-            raise FmnistError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.patience and self.val_fraction == 0:
-            raise FmnistError("patience (early stopping) needs a validation split: set val_fraction above 0")
-        if not 0 <= self.ema < 1:
-            raise FmnistError(f"ema must be in [0, 1), got {self.ema}")
-        bad = [a for a in augment_ops(self.augment) if a not in AUGMENTATIONS]
-        if bad:
-            raise FmnistError(f"augmentation '{bad[0]}' unknown; choose from {', '.join(AUGMENTATIONS)}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """A config from a dict (config.json), ignoring keys it does not know."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
-
-
-def augment_ops(spec: str) -> list[str]:
-    """'crop, flip' -> ['crop', 'flip']."""
-    return [s.strip() for s in spec.split(",") if s.strip()]
+from fmnist.files import atomic_path
+from fmnist.inference import autocast, autocast_dtype, predict_logits, resolve_device
 
 
 @dataclass
@@ -127,9 +40,43 @@ class History:
     train_seconds: float = 0.0
     images_per_second: float = 0.0  # training throughput
 
+    @property
+    def kept_val_accuracy(self) -> float | None:
+        """Validation accuracy of the weights the run keeps: the best epoch's when early stopping restored them,
+        else the last epoch's; None without validation (RunMetrics.val_accuracy)."""
+        if not self.val_acc:
+            return None
+        v = self.val_acc[self.best_epoch - 1] if self.restored_best else self.val_acc[-1]
+        return v if math.isfinite(v) else None
+
+    @property
+    def kept_val_loss(self) -> float | None:
+        """Validation loss of the weights the run keeps (see kept_val_accuracy)."""
+        if not self.val_loss:
+            return None
+        v = self.val_loss[self.best_epoch - 1] if self.restored_best else self.val_loss[-1]
+        return v if math.isfinite(v) else None
+
     def as_dict(self) -> dict:
         """As a JSON-ready dict."""
         return asdict(self)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> History:
+        """The curves of a history.csv (how the run ended is in metrics.json)."""
+        import pandas as pd
+
+        try:
+            df = pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise FmnistError(f"{path}: not a readable history ({e})") from None
+        cols = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr")
+        h = cls(**{c: [int(v) for v in df[c]] if c == "epoch" else [float(v) for v in df[c]] for c in cols
+                   if c in df})
+        if h.val_loss and any(math.isfinite(v) for v in h.val_loss):
+            h.best_epoch = h.epoch[min(range(len(h.val_loss)), key=lambda i: (math.isnan(h.val_loss[i]),
+                                                                              h.val_loss[i]))]
+        return h
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """history.csv: epoch, train_loss, train_acc, val_loss, val_acc, seconds, lr (atomically)."""
@@ -142,41 +89,6 @@ class History:
                                   for c in cols))
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
-
-
-# ---------------------------------------------------------------------------------------- device, precision
-def check_device(name: str) -> None:
-    """A one-line error unless `name` is auto, cpu, cuda or cuda:N."""
-    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise FmnistError(f"device '{name}' unknown; choose from auto, cpu, cuda (or cuda:N)")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    check_device(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FmnistError("--device cuda asked for, but PyTorch sees no CUDA GPU (use --device auto or cpu)")
-    return torch.device(name)
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 for autocast when asked for or (auto) when the hardware runs it natively; None for fp32."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-    else:
-        ok = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-    if precision == "bf16" or ok:
-        return torch.bfloat16
-    return None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 # ------------------------------------------------------------------------------------------------ schedule
@@ -253,33 +165,17 @@ def _l2_weights(model: nn.Module) -> list[nn.Parameter]:
             if isinstance(m, nn.Linear | nn.Conv2d) and m.weight.requires_grad]
 
 
-@torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048,
-                   dtype: torch.dtype | None = None, tta: bool = False) -> torch.Tensor:
-    """Logits (N, C) in fp32 for normalized inputs x (N, 1, 28, 28), in large batches, eval mode."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outs = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
-        with _autocast(device, dtype):
-            out = model(xb).float()
-            if tta:
-                out = (out + model(xb.flip(3)).float()) / 2
-        outs.append(out)
-    model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0, 0)
-
 
 def _frozen_features(model: nn.Module, augment: bool) -> bool:
     return bool(getattr(model, "frozen_backbone", False)) and not augment
 
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
-        progress: bool = True, log: Any = print, on_epoch: Any = None,
+        progress: bool | None = None, log: Any = print, on_epoch: Any = None,
         state_path: str | os.PathLike | None = None, resume: bool = False) -> History:
     """Train `model` on `train`, validating on `val` after each epoch. Returns the History.
+
+    progress: a bar per epoch (None: only when the output is a terminal or a notebook).
 
     Ctrl-C stops after the current step and returns what was done (History.interrupted). With patience > 0,
     training stops when validation loss has not improved for that many epochs and the best weights are restored.
@@ -357,7 +253,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                       disable=not progress, unit="batch", dynamic_ncols=True)
+                       disable=None if progress is None else not progress, unit="batch", dynamic_ncols=True)
             for i in bar:
                 idx = perm[i * bs:(i + 1) * bs]
                 xb, yb = x_tr[idx], y_tr[idx]
@@ -368,7 +264,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                 lr = lr_at(step, total, config, steps_per_epoch)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                with _autocast(device, dtype):
+                with autocast(device, dtype):
                     out = net(xb)
                     loss = F.cross_entropy(out.float(), yb, label_smoothing=config.label_smoothing)
                 if l2_params:
@@ -382,7 +278,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                 seen += len(yb)
                 loss_sum += loss.detach() * len(yb)  # no .item(): no host sync per step
                 correct += (out.detach().argmax(1) == yb).sum()
-                if progress and i % 25 == 0:
+                if not bar.disable and i % 25 == 0:
                     bar.set_postfix(loss=f"{loss_sum.item() / min(n, (i + 1) * bs):.4f}",
                                     acc=f"{correct.item() / min(n, (i + 1) * bs):.4f}")
             bar.close()
@@ -451,7 +347,7 @@ def _features(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> t
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 512):
-            with _autocast(device, dtype):
+            with autocast(device, dtype):
                 out.append(model.features(x[i:i + 512]).float())
     return torch.cat(out).clone()  # clone: a normal tensor, usable in autograd
 
@@ -469,7 +365,7 @@ def _copy_ema(ema: nn.Module, net: nn.Module, x_sample: torch.Tensor, dtype: tor
         net.train()
         device = next(net.parameters()).device
         for i in range(0, len(x_sample), 512):
-            with _autocast(device, dtype):
+            with autocast(device, dtype):
                 net(x_sample[i:i + 512])
         for m, mom in zip(norms, momenta, strict=True):  # training goes on with the usual running average
             m.momentum = mom
@@ -503,59 +399,3 @@ def load_train_state(path: str | os.PathLike | None, config: TrainConfig) -> dic
     return st
 
 
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConfig,
-                    class_names: tuple[str, ...], extra: dict | None = None) -> Path:
-    """Weights as safetensors, with the model name, parameters, config and classes in its metadata."""
-    from safetensors.torch import save_model
-
-    meta = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_params": config.model_params,
-            "class_names": list(class_names), "normalize": {"mean": MEAN, "std": STD},
-            "config": config.to_dict(), **(extra or {})}
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    with atomic_path(path) as tmp:
-        save_model(model, str(tmp), metadata={"fmnist": dumps(meta, indent=None)})
-    return Path(path)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """A model and its metadata from a safetensors checkpoint (no pickle: safe on untrusted files)."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_model
-
-    from fmnist.models import create_model
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.safetensors"
-    if not p.is_file():
-        raise FmnistError(f"{p}: no model checkpoint here (a run directory holds model.safetensors)")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("fmnist", "null"))
-    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
-        raise FmnistError(f"{p}: not a readable fmnist checkpoint ({e})") from None
-    if not meta or "model" not in meta:
-        raise FmnistError(f"{p}: safetensors file without fmnist metadata (not saved by fmnist)")
-    params = dict(meta.get("model_params", {}))
-    from fmnist.models import model_info
-
-    if model_info(meta["model"]).pretrained:
-        params["weights"] = "none"  # the checkpoint holds every weight, the backbone's too
-    model = create_model(meta["model"], num_classes=len(meta["class_names"]), **params)
-    try:
-        load_model(model, str(p), strict=True, device=device)
-    except (RuntimeError, SafetensorError) as e:
-        lines = str(e).splitlines()
-        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
-        detail = detail if len(detail) <= 160 else detail[:160] + "..."
-        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({detail}); a checkpoint saved "
-                          f"by an older fmnist with another layout of this model needs retraining") from None
-    model.to(device).eval()
-    return model, meta
-
-
-def numpy_logits(model: nn.Module, images: np.ndarray, tta: bool = False, precision: str = "fp32") -> np.ndarray:
-    """Logits (N, C) for uint8 images (N, 28, 28): the inference entry point for arrays."""
-    device = next(model.parameters()).device
-    return predict_logits(model, to_input(images, device), dtype=autocast_dtype(device, precision),
-                          tta=tta).cpu().numpy()

@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmnist.config import TrainConfig
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.train import TrainConfig, fit
+from fmnist.loop import fit
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
     claim_once,
@@ -175,7 +176,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     check_space(space, base)
     if timeout is not None and not timeout > 0:
         raise FmnistError(f"--timeout must be a positive number of seconds, got {timeout}")
-    from fmnist.train import resolve_device
+    from fmnist.inference import resolve_device
 
     resolve_device(base.device)
     smp, grid_size = _sampler(sampler, space, sampler_seed(base.seed, storage))
@@ -214,7 +215,8 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report)
         if h.interrupted:
             raise KeyboardInterrupt
-        value = max(h.val_acc) if metric == "val_acc" else min(h.val_loss)
+        # the kept weights' validation figure: what RunMetrics.val_accuracy means everywhere
+        value = h.kept_val_accuracy if metric == "val_acc" else h.kept_val_loss
         trial.set_user_attr("train_seconds", h.train_seconds)
         log(f"trial {trial.number}: {params} -> {metric} {value:.4f} ({h.train_seconds:.0f}s)")
         return value
@@ -250,9 +252,9 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         holder = claim_once(url, study_name, f"retrain-best-of-{trials}")
         if holder is None:
             log(f"retraining the best configuration {study.best_params} and testing it once")
-            m = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite")
-            result["best_run"] = {k: m.get(k) for k in ("test_accuracy", "test_loss", "val_accuracy",
-                                                        "train_seconds")}
+            m = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite").metrics
+            result["best_run"] = {"test_accuracy": m.test_accuracy, "test_loss": m.test_loss,
+                                  "val_accuracy": m.val_accuracy, "train_seconds": m.train_seconds}
         else:
             log(f"the best configuration is retrained by worker {holder}, not here")
             result["best_run_by"] = holder
@@ -261,14 +263,15 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
 
 
 def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from optuna.trial import TrialState
 
     from fmnist.files import save_figure
 
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     values = np.array([t.value for t in trials])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
     ax.plot([t.number for t in trials], values, "o", label="trial")
     best = np.maximum.accumulate(values) if study.direction.name == "MAXIMIZE" else np.minimum.accumulate(values)
     ax.plot([t.number for t in trials], best, "-", label="best so far")
@@ -276,7 +279,8 @@ def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
     ax.legend()
     save_figure(fig, out / "optimization_history.png")
     names = list(space["params"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(names), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, n in zip(axes[0], names, strict=True):  # validation metric vs each parameter (seed 004's sweeps)
         xs = [t.params.get(n) for t in trials]
         if all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs):
@@ -297,7 +301,8 @@ def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
             imp = optuna.importance.get_param_importances(study)
         except (RuntimeError, ValueError):
             return
-        fig, ax = plt.subplots(figsize=(6, 0.4 * len(imp) + 1.2))
+        fig = Figure(figsize=(6, 0.4 * len(imp) + 1.2), layout="constrained")
+        ax = fig.subplots()
         ax.barh(list(imp)[::-1], list(imp.values())[::-1], color="tab:purple")
         ax.set(xlabel="importance (fANOVA)", title="Parameter importances")
         save_figure(fig, out / "param_importances.png")

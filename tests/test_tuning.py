@@ -4,7 +4,7 @@ import pytest
 
 from fmnist.cli import main
 from fmnist.errors import FmnistError
-from fmnist.tune import load_space
+from fmnist.tuning import load_space
 
 
 def test_seed001_random_search_resumes_from_storage(tmp_path, capsys):

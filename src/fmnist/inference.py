@@ -1,0 +1,129 @@
+"""Inference apart from training: device and precision choice, logits for arrays, and the checkpoint format.
+
+`predict`, `export` and the service import this module, never the training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmnist.config import TrainConfig, check_device
+from fmnist.data import MEAN, STD, to_input
+from fmnist.errors import FmnistError
+from fmnist.files import atomic_path, dumps
+
+CHECKPOINT_FORMAT = 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    check_device(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FmnistError("--device cuda asked for, but PyTorch sees no CUDA GPU (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 for autocast when asked for or (auto) when the hardware runs it natively; None for fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+    else:
+        ok = bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    if precision == "bf16" or ok:
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """torch.autocast to `dtype` on `device`, or a no-op for fp32 (dtype None)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048,
+                   dtype: torch.dtype | None = None, tta: bool = False) -> torch.Tensor:
+    """Logits (N, C) in fp32 for normalized inputs x (N, 1, 28, 28), in large batches, eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        with autocast(device, dtype):
+            out = model(xb).float()
+            if tta:
+                out = (out + model(xb.flip(3)).float()) / 2
+        outs.append(out)
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.empty(0, 0)
+
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConfig,
+                    class_names: tuple[str, ...], extra: dict | None = None) -> Path:
+    """Weights as safetensors, with the model name, parameters, config and classes in its metadata."""
+    from safetensors.torch import save_model
+
+    meta = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_params": config.model_params,
+            "class_names": list(class_names), "normalize": {"mean": MEAN, "std": STD},
+            "config": config.to_dict(), **(extra or {})}
+    model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata={"fmnist": dumps(meta, indent=None)})
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """A model and its metadata from a safetensors checkpoint (no pickle: safe on untrusted files)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_model
+
+    from fmnist.models import create_model
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.safetensors"
+    if not p.is_file():
+        raise FmnistError(f"{p}: no model checkpoint here (a run directory holds model.safetensors)")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("fmnist", "null"))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
+        raise FmnistError(f"{p}: not a readable fmnist checkpoint ({e})") from None
+    if not meta or "model" not in meta:
+        raise FmnistError(f"{p}: safetensors file without fmnist metadata (not saved by fmnist)")
+    params = dict(meta.get("model_params", {}))
+    from fmnist.models import model_info
+
+    if model_info(meta["model"]).pretrained:
+        params["weights"] = "none"  # the checkpoint holds every weight, the backbone's too
+    model = create_model(meta["model"], num_classes=len(meta["class_names"]), **params)
+    try:
+        load_model(model, str(p), strict=True, device=device)
+    except (RuntimeError, SafetensorError) as e:
+        lines = str(e).splitlines()
+        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
+        detail = detail if len(detail) <= 160 else detail[:160] + "..."
+        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({detail}); a checkpoint saved "
+                          f"by an older fmnist with another layout of this model needs retraining") from None
+    model.to(device).eval()
+    return model, meta
+
+
+def numpy_logits(model: nn.Module, images: np.ndarray, tta: bool = False, precision: str = "fp32") -> np.ndarray:
+    """Logits (N, C) for uint8 images (N, 28, 28): the inference entry point for arrays."""
+    device = next(model.parameters()).device
+    return predict_logits(model, to_input(images, device), dtype=autocast_dtype(device, precision),
+                          tta=tta).cpu().numpy()
