@@ -41,7 +41,7 @@ def test_cv_sigint_stops_after_the_current_fold_and_a_rerun_finishes(tmp_path, c
     assert log.count(": 400 train / 200 validation images") == 3 - len(finished)
     s = json.loads((out / "cv.json").read_text())
     assert [r["fold"] for r in s["per_fold"]] == [1, 2, 3]
-    assert 0 <= s["val_acc"]["mean"] <= 1 and s["val_acc"]["std"] >= 0 and "test_acc" in s
+    assert 0 <= s["val_accuracy"]["mean"] <= 1 and s["val_accuracy"]["std"] >= 0 and s["test_accuracy"]["n"] == 3
     assert (out / "fold_curves.png").exists() and (out / "fold_metrics.png").exists()
 
 

@@ -25,3 +25,26 @@ def test_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
     with pytest.raises(FmnistError, match=r"old\.safetensors: weights do not fit model 'resnet_fm_small' "
                                           r"\(Missing key\(s\) in state_dict: \"stages\.0\.conv\.weight\""):
         load_checkpoint(tmp_path / "old.safetensors")
+
+
+def test_inference_never_imports_training_and_nothing_imports_the_cli():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, fmnist.predict, fmnist.export, fmnist.serve, fmnist.inference; "
+            "print(sorted(m for m in sys.modules if m in ('fmnist.loop', 'fmnist.run', 'fmnist.cli', 'optuna')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
+    src = Path(__file__).parent.parent / "src" / "fmnist"
+    for f in src.rglob("*.py"):
+        if f.name == "__main__.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n == "fmnist.cli" for n in names), f"{f} imports the CLI"
+    for module in ("fmnist.data", "fmnist.models", "fmnist.config", "fmnist.loop", "fmnist.run", "fmnist.tuning",
+                   "fmnist.cv", "fmnist.study", "fmnist.bench", "fmnist.plots"):  # each imports cleanly on its own
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)

@@ -187,7 +187,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
                              study_name=args.study_name, heartbeat=args.heartbeat, timeout=args.timeout,
                              progress=False if args.quiet else None)
     print(format_cv(summary))
-    if not summary["complete"]:
+    if not summary.complete:
         return 130
     print(f"wrote {out}/cv.json, fold_curves.png, fold_metrics.png")
     return 0
@@ -206,13 +206,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
              storage=args.storage, study_name=args.study_name, metric=args.metric, retrain=not args.no_retrain,
              progress=False if args.quiet else None, heartbeat=args.heartbeat)
-    print(f"best {r['metric']} {r['best_value']:.4f} with {r['best_params']} "
-          f"({r['n_complete']} complete, {r['n_pruned']} pruned of {r['target_trials']}; this worker ran "
-          f"{r['ran_here']})")
-    if "best_run" in r:
-        print(f"best configuration retrained: test accuracy {r['best_run']['test_accuracy']:.4f}")
+    print(f"best {r.metric} {r.best_value:.4f} with {r.best_params} "
+          f"({r.n_complete} complete, {r.n_pruned} pruned of {r.target_trials}; this worker ran {r.ran_here})")
+    if r.best_run is not None and r.best_run.test_accuracy is not None:
+        print(f"best configuration retrained: test accuracy {r.best_run.test_accuracy:.4f}")
     print(f"wrote {out}/tune.json, trials.csv and plots")
-    return 0 if r["complete"] else 130
+    return 0 if r.complete else 130
 
 
 def cmd_study(args: argparse.Namespace) -> int:

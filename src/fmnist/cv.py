@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,65 @@ from fmnist.workers import (
 )
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value) of one quantity over folds."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread | None:
+        """The spread of `values`, None when there are none."""
+        if not values:
+            return None
+        return cls(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values))
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold's model: its training curves' end, and the same quantities as RunMetrics."""
+
+    repeat: int
+    fold: int
+    train_accuracy: float  # last epoch, on the fold's training rows
+    train_loss: float
+    val_accuracy: float  # the kept weights on the held-out fold (RunMetrics.val_accuracy)
+    val_loss: float
+    test_accuracy: float | None  # the fold's model on the test split; None without one
+    train_seconds: float
+    history: dict = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class CVResult:
+    """A (repeated) k-fold cross-validation: every fold, and each quantity's mean ± std over folds."""
+
+    model: str
+    folds: int
+    repeats: int
+    complete: bool  # False: stopped early; `finished` folds are in the study and a rerun continues
+    finished: int
+    study_name: str
+    storage: str
+    per_fold: list[Fold]
+    train_accuracy: Spread | None = None
+    val_accuracy: Spread | None = None
+    val_loss: Spread | None = None
+    test_accuracy: Spread | None = None
+
+    def to_dict(self) -> dict:
+        """cv.json's content (per-fold histories left out)."""
+        d = asdict(self)
+        for f in d["per_fold"]:
+            f.pop("history")
+        return d
+
+
 def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | os.PathLike, repeats: int = 1,
                    storage: str | None = None, study_name: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
-                   timeout: float | None = None, progress: bool | None = None, log: Any = print) -> dict:
+                   timeout: float | None = None, progress: bool | None = None, log: Any = print) -> CVResult:
     """Train one model per fold (and per repeat: the k-fold split redrawn with seed + repeat), validate on the
     held-out fold, test each fold's model; write cv.json and plots once every fold is done.
 
@@ -80,13 +137,11 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
         h = fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=progress, log=log)
         if h.interrupted:
             raise KeyboardInterrupt
-        res = {"repeat": r, "fold": k, "history": h.as_dict(), "train_acc": h.train_acc[-1],
-               "train_loss": h.train_loss[-1], "val_acc": h.kept_val_accuracy, "val_loss": h.kept_val_loss,
-               "train_seconds": h.train_seconds}
-        if ds.test is not None:
-            res["test_acc"] = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy
-        trial.set_user_attr("result", res)
-        return res["val_acc"]
+        test = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy if ds.test is not None else None
+        res = Fold(r, k, h.train_acc[-1], h.train_loss[-1], h.kept_val_accuracy, h.kept_val_loss, test,
+                   h.train_seconds, h.as_dict())
+        trial.set_user_attr("result", asdict(res))  # kept in the study: a rerun or another worker reads it back
+        return res.val_accuracy
 
     done = count_finished(study)
     if done:
@@ -94,36 +149,34 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     w = run_worker(study, suggest, run, total, unique=True, timeout=timeout, log=log)
     if not w.complete:
         log(f"stopped with {w.finished} of {total} folds finished; run the same command again to continue")
-        return {"model": config.model, "folds": folds, "repeats": repeats, "complete": False,
-                "finished": w.finished, "study_name": name, "storage": redact(url)}
-    results = sorted((t.user_attrs["result"] for t in study.get_trials(states=(TrialState.COMPLETE,))),
-                     key=lambda r: (r["repeat"], r["fold"]))
-    summary: dict = {"model": config.model, "folds": folds, "repeats": repeats, "complete": True,
-                     "study_name": name, "storage": redact(url),
-                     "per_fold": [{k: v for k, v in r.items() if k != "history"} for r in results]}
-    for key in ("train_acc", "val_acc", "val_loss", "test_acc"):
-        vals = [r[key] for r in results if key in r]
-        if vals:
-            summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1
-                            else 0.0}
+        return CVResult(config.model, folds, repeats, False, w.finished, name, redact(url), [])
+    results = sorted((Fold(**t.user_attrs["result"]) for t in study.get_trials(states=(TrialState.COMPLETE,))),
+                     key=lambda f: (f.repeat, f.fold))
+    tests = [f.test_accuracy for f in results if f.test_accuracy is not None]
+    summary = CVResult(config.model, folds, repeats, True, w.finished, name, redact(url), results,
+                       train_accuracy=Spread.of([f.train_accuracy for f in results]),
+                       val_accuracy=Spread.of([f.val_accuracy for f in results]),
+                       val_loss=Spread.of([f.val_loss for f in results]), test_accuracy=Spread.of(tests))
     title = f"{config.model}: {folds}-fold cross-validation" + (f", {repeats} repeats" if repeats > 1 else "")
-    plots.fold_curves([r["history"] for r in results], out / "fold_curves.png", title=title)
-    plots.fold_bars(summary["per_fold"], out / "fold_metrics.png", title=f"{config.model}: metrics per fold")
-    write_json(out / "cv.json", summary)
+    plots.fold_curves([f.history for f in results], out / "fold_curves.png", title=title)
+    plots.fold_bars(results, out / "fold_metrics.png", title=f"{config.model}: metrics per fold")
+    write_json(out / "cv.json", summary.to_dict())
     return summary
 
 
-def format_cv(summary: dict) -> str:
+def format_cv(summary: CVResult) -> str:
     """A table of per-fold metrics and their mean ± std."""
-    if not summary.get("complete", True):
-        return f"{summary['finished']} of {summary['folds'] * summary['repeats']} folds finished"
+    if not summary.complete:
+        return f"{summary.finished} of {summary.folds * summary.repeats} folds finished"
+    nan = float("nan")
     lines = [f"{'fold':>5}{'train acc':>11}{'val acc':>10}{'val loss':>10}{'test acc':>10}"]
-    for r in summary["per_fold"]:
-        fold = f"{r['repeat'] + 1}.{r['fold']}" if summary.get("repeats", 1) > 1 else str(r["fold"])
-        lines.append(f"{fold:>5}{r['train_acc']:>11.4f}{r['val_acc']:>10.4f}{r['val_loss']:>10.4f}"
-                     f"{r.get('test_acc', float('nan')):>10.4f}")
-    ms = [summary.get(k, {"mean": float("nan"), "std": float("nan")}) for k in
-          ("train_acc", "val_acc", "val_loss", "test_acc")]
-    lines.append(f"{'mean':>5}" + "".join(f"{m['mean']:>{w}.4f}" for m, w in zip(ms, (11, 10, 10, 10), strict=True)))
-    lines.append(f"{'std':>5}" + "".join(f"{m['std']:>{w}.4f}" for m, w in zip(ms, (11, 10, 10, 10), strict=True)))
+    for f in summary.per_fold:
+        fold = f"{f.repeat + 1}.{f.fold}" if summary.repeats > 1 else str(f.fold)
+        test = nan if f.test_accuracy is None else f.test_accuracy
+        lines.append(f"{fold:>5}{f.train_accuracy:>11.4f}{f.val_accuracy:>10.4f}{f.val_loss:>10.4f}{test:>10.4f}")
+    ms = [m or Spread(nan, nan, 0) for m in (summary.train_accuracy, summary.val_accuracy, summary.val_loss,
+                                             summary.test_accuracy)]
+    widths = (11, 10, 10, 10)
+    lines.append(f"{'mean':>5}" + "".join(f"{m.mean:>{w}.4f}" for m, w in zip(ms, widths, strict=True)))
+    lines.append(f"{'std':>5}" + "".join(f"{m.std:>{w}.4f}" for m, w in zip(ms, widths, strict=True)))
     return "\n".join(lines)

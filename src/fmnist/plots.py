@@ -204,24 +204,24 @@ def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike | 
     return _done(fig, path)
 
 
-def fold_bars(per_fold: Sequence[dict], path: PathLike | None = None, title: str = "") -> Figure:
-    """Validation loss and accuracy (and test accuracy) per fold, with the mean as a line."""
+def fold_bars(per_fold: Sequence[Any], path: PathLike | None = None, title: str = "") -> Figure:
+    """Validation loss and accuracy (and test accuracy) per fold (cv.Fold results), with the mean as a line."""
     fig = _figure(10, 3.6)
     a1, a2 = fig.subplots(1, 2)
     k = list(range(1, len(per_fold) + 1))
-    repeated = any(r.get("repeat", 0) for r in per_fold)  # repeated k-fold: bars labelled repeat.fold
-    names = [f"{r.get('repeat', 0) + 1}.{r['fold']}" if repeated else str(r["fold"]) for r in per_fold]
-    vl = [r["val_loss"] for r in per_fold]
+    repeated = any(f.repeat for f in per_fold)  # repeated k-fold: bars labelled repeat.fold
+    names = [f"{f.repeat + 1}.{f.fold}" if repeated else str(f.fold) for f in per_fold]
+    vl = [f.val_loss for f in per_fold]
     a1.bar(k, vl, color="tab:orange")
     a1.axhline(float(np.mean(vl)), color="k", ls="--", label=f"mean {np.mean(vl):.4f}")
     xlabel = "repeat.fold" if repeated else "fold"
     a1.set(xlabel=xlabel, ylabel="validation loss", title="Validation loss per fold")
     a1.legend()
     w = 0.4
-    va = [r["val_acc"] for r in per_fold]
+    va = [f.val_accuracy for f in per_fold]
     a2.bar(np.array(k) - w / 2, va, w, label="validation", color="tab:blue")
-    if all("test_acc" in r for r in per_fold):
-        a2.bar(np.array(k) + w / 2, [r["test_acc"] for r in per_fold], w, label="test", color="tab:green")
+    if all(f.test_accuracy is not None for f in per_fold):
+        a2.bar(np.array(k) + w / 2, [f.test_accuracy for f in per_fold], w, label="test", color="tab:green")
     a2.set_ylim(max(0.0, min(va) - 0.05), 1.0)
     for ax in (a1, a2):
         ax.set_xticks(k, names)

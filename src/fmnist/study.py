@@ -161,24 +161,24 @@ def _run_step(step: dict, ds: Dataset, full: Dataset, profile: Profile, sdir: Pa
         base = dataclasses.replace(cfg, epochs=profile.tune_epochs)
         r = tune(base, tds, SPACES["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
                  log=quiet)
-        if not r["complete"]:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
+        if not r.complete:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
             raise KeyboardInterrupt
         from fmnist.run import train_run
         from fmnist.tuning import apply_params
 
-        m = train_run(apply_params(cfg, r["best_params"]), ds, sdir / "best", progress=progress, log=quiet,
+        m = train_run(apply_params(cfg, r.best_params), ds, sdir / "best", progress=progress, log=quiet,
                       existing="overwrite").metrics  # overwrite: an unfinished earlier attempt of this step
-        row.update(_metrics_row(m), best_params=r["best_params"], n_trials=r["n_trials"])
+        row.update(_metrics_row(m), best_params=r.best_params, n_trials=r.n_trials)
         return row
     if key.startswith("cv-"):
         from fmnist.cv import cross_validate
 
         s = cross_validate(cfg, ds, profile.folds, sdir, progress=progress, log=quiet)
-        if not s["complete"]:
+        if not s.complete:
             raise KeyboardInterrupt
-        row.update(test_accuracy=s["test_acc"]["mean"], test_accuracy_std=s["test_acc"]["std"],
-                   val_accuracy=s["val_acc"]["mean"], val_accuracy_std=s["val_acc"]["std"],
-                   train_seconds=sum(f["train_seconds"] for f in s["per_fold"]), folds=profile.folds)
+        row.update(test_accuracy=s.test_accuracy.mean, test_accuracy_std=s.test_accuracy.std,
+                   val_accuracy=s.val_accuracy.mean, val_accuracy_std=s.val_accuracy.std,
+                   train_seconds=sum(f.train_seconds for f in s.per_fold), folds=profile.folds)
         return row
     use = ds
     if key.startswith("transfer-") and profile.transfer_limit:

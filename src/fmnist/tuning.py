@@ -23,8 +23,9 @@ import dataclasses
 import math
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
 from fmnist.loop import fit
+
+if TYPE_CHECKING:
+    from fmnist.run import RunMetrics
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
     claim_once,
@@ -72,6 +76,39 @@ SPACES: dict[str, dict] = {
     },
 }
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "model_params"}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """Where a search stands and what it found. best_value is the search metric (validation accuracy or loss of
+    the kept weights, as RunMetrics.val_accuracy) of the best trial; best_run the retrained best configuration's
+    metrics (its test_accuracy the only use of the test set), when this worker retrained it."""
+
+    study_name: str
+    storage: str
+    sampler: str
+    metric: str  # val_acc (maximized) or val_loss (minimized)
+    n_trials: int  # every trial in the study, failed and surplus ones included
+    n_finished: int  # complete + pruned: what --trials counts
+    target_trials: int
+    complete: bool
+    ran_here: int  # trials this worker finished
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: TrainConfig
+    best_run: RunMetrics | None = None
+    best_run_dir: str | None = None
+    best_run_by: str | None = None  # the worker that retrains the best configuration, when not this one
+
+    def to_dict(self) -> dict:
+        """tune.json's content."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["best_config"] = self.best_config.to_dict()
+        d["best_run"] = self.best_run.to_dict() if self.best_run else None
+        return d
 
 
 def load_space(spec: str) -> dict:
@@ -162,7 +199,7 @@ def _sampler(name: str, space: dict, seed: int) -> Any:
 def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike, sampler: str = "tpe",
          trials: int | None = None, timeout: float | None = None, storage: str | None = None,
          study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
-         heartbeat: int = HEARTBEAT_SECONDS, log: Any = print) -> dict:
+         heartbeat: int = HEARTBEAT_SECONDS, log: Any = print) -> TuneResult:
     """Run, resume or join a study until it has `trials` finished trials (counting every worker's); then write
     trials.csv, tune.json and plots, and retrain the best configuration once (one worker of a shared study) on the
     same training split, testing it once on the test set.
@@ -236,13 +273,12 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         df.to_csv(tmp, index=False)
     _plots(study, space, out, metric)
     best_cfg = apply_params(base, study.best_params)
-    result: dict = {"study_name": study_name, "storage": redact(url), "sampler": sampler, "metric": metric,
-                    "n_trials": len(study.trials), "n_finished": w.finished, "target_trials": trials,
-                    "complete": w.complete, "ran_here": w.ran, "n_complete": len(complete),
-                    "n_pruned": len(study.get_trials(states=(TrialState.PRUNED,))),
-                    "n_failed": len(study.get_trials(states=(TrialState.FAIL,))),
-                    "best_value": study.best_value, "best_params": study.best_params,
-                    "best_config": best_cfg.to_dict()}
+    result = TuneResult(study_name=study_name, storage=redact(url), sampler=sampler, metric=metric,
+                        n_trials=len(study.trials), n_finished=w.finished, target_trials=trials,
+                        complete=w.complete, ran_here=w.ran, n_complete=len(complete),
+                        n_pruned=len(study.get_trials(states=(TrialState.PRUNED,))),
+                        n_failed=len(study.get_trials(states=(TrialState.FAIL,))), best_value=study.best_value,
+                        best_params=study.best_params, best_config=best_cfg)
     if not w.complete:
         log(f"stopped with {w.finished} of {trials} trials finished; run the same command again to continue")
     elif retrain:
@@ -252,13 +288,12 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         holder = claim_once(url, study_name, f"retrain-best-of-{trials}")
         if holder is None:
             log(f"retraining the best configuration {study.best_params} and testing it once")
-            m = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite").metrics
-            result["best_run"] = {"test_accuracy": m.test_accuracy, "test_loss": m.test_loss,
-                                  "val_accuracy": m.val_accuracy, "train_seconds": m.train_seconds}
+            run = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite")
+            result = dataclasses.replace(result, best_run=run.metrics, best_run_dir=str(run.dir))
         else:
             log(f"the best configuration is retrained by worker {holder}, not here")
-            result["best_run_by"] = holder
-    write_json(out / "tune.json", result)
+            result = dataclasses.replace(result, best_run_by=holder)
+    write_json(out / "tune.json", result.to_dict())
     return result
 
 
