@@ -218,13 +218,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     from fmnist.study import run_study
 
     out = args.out or f"runs/study-{args.profile}"
-    results = run_study(args.profile, out, args.data, args.test_data, progress=False if args.quiet else None)
-    rows = [s for s in results["steps"] if s.get("test_accuracy") is not None]
-    print(f"{'model':<24}{'technique':<34}{'test acc':>10}{'reference':>11}")
-    for r in rows:
-        ref = f"{r['reference_accuracy']:.2%}" if r.get("reference_accuracy") else ""
-        print(f"{r['model']:<24}{r['technique']:<34}{r['test_accuracy']:>10.2%}{ref:>11}")
-    print(f"study finished in {results['seconds'] / 60:.1f} min: {out}/report.html, {out}/results.json")
+    result = run_study(args.profile, out, args.data, args.test_data, progress=False if args.quiet else None)
+    print(f"{'technique':<34}{'model':<24}{'test acc':>9}{'95% interval':>17}{'reference':>11}  verdict")
+    for r in result.rows:
+        ref = f"{r.seed_figure:.2%}" if r.seed_figure is not None else "—"
+        ci = f"{r.ci95[0]:.2%}-{r.ci95[1]:.2%}"
+        print(f"{r.technique[:33]:<34}{r.model:<24}{r.test_accuracy:>9.2%}{ci:>17}{ref:>11}  {r.verdict}")
+    print(f"study finished in {result.seconds / 60:.1f} min: {out}/report.html, {out}/results.json")
     return 0
 
 

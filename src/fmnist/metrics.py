@@ -79,3 +79,57 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: 
                       macro_f1=float(np.mean([v["f1"] for v in pc.values()])), per_class=pc,
                       confusion_matrix=cm.tolist(), most_confused=confused_pairs(cm, class_names), n=int(len(y_true)),
                       class_names=tuple(class_names), split=split)
+
+
+# ------------------------------------------------------------------------------------------------ intervals
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy of correct/n (the test set as a sample of images)."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        raise ValueError("an interval needs at least one image")
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of values measured several times (seeds, folds)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        raise ValueError("a spread needs at least two values")
+    half = float(t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models scored on the same images: the accuracy difference a - b, its interval, McNemar's p."""
+
+    difference: float
+    ci95: tuple[float, float]
+    p_value: float  # McNemar's exact test on the images exactly one of the two gets right
+    only_a: int  # images only a gets right
+    only_b: int
+    n: int
+
+
+def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedComparison:
+    """Compare two models' per-image correctness on the same test images.
+
+    The interval is the normal (Wald) interval of a paired difference of proportions, whose variance comes from
+    the discordant images alone; the p-value is McNemar's exact (binomial) test, via scipy.
+    """
+    from scipy.stats import binomtest, norm
+
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError("paired comparison needs two equally long, non-empty vectors of per-image correctness")
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    diff = (only_a - only_b) / n
+    var = (only_a + only_b - (only_a - only_b) ** 2 / n) / n ** 2
+    half = float(norm.ppf(0.975) * np.sqrt(max(var, 0.0)))
+    p = float(binomtest(only_a, only_a + only_b, 0.5).pvalue) if only_a + only_b else 1.0
+    return PairedComparison(diff, (diff - half, diff + half), p, only_a, only_b, n)

@@ -246,3 +246,30 @@ def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], 
                 ax.set_title("original" if j == 0 else f"aug {j}", fontsize=7)
     fig.suptitle(title or "Augmented training samples")
     return _done(fig, path)
+
+
+def accuracy_vs_time(names: Sequence[str], accuracy: Sequence[float], seconds: Sequence[float],
+                     ci95: Sequence[tuple[float, float]], reference: Sequence[float | None],
+                     path: PathLike | None = None) -> Figure:
+    """Test accuracy (with its 95% interval) against training time on a log scale; a red mark at each row's
+    reference figure, joined to fmnist's point."""
+    fig = _figure(9, 5.2)
+    ax = fig.subplots()
+    x = np.maximum(np.asarray(seconds, dtype=float), 0.1)
+    y = np.asarray(accuracy, dtype=float)
+    lo = y - np.array([c[0] for c in ci95])
+    hi = np.array([c[1] for c in ci95]) - y
+    for i, ref in enumerate(reference):
+        if ref is not None:
+            ax.plot([x[i], x[i]], [ref, y[i]], color="tab:red", lw=0.8, alpha=0.5)
+            ax.plot(x[i], ref, marker="_", color="tab:red", ms=14, mew=2,
+                    label="reference project's figure" if i == next(j for j, r in enumerate(reference) if r) else None)
+    ax.errorbar(x, y, yerr=[lo, hi], fmt="o", color="tab:blue", capsize=3, label="fmnist (95% interval)")
+    for xi, yi, n in zip(x, y, names, strict=True):
+        ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="training time (s, log scale)", ylabel="test accuracy", title="Test accuracy against training time")
+    ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _done(fig, path)

@@ -1,112 +1,120 @@
-"""report.html: one self-contained page (pictures embedded) from a study's results dict."""
+"""report.html: one self-contained page (pictures embedded) rendered from a study's typed results.
+
+The page opens with the verdict table and one chart of test accuracy against training time; a section per
+technique follows. It reads no file by name: the pictures it embeds are those each result lists.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmnist.files import write_text
 
+if TYPE_CHECKING:
+    from fmnist.study import Row, StudyResult
+
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}th,td{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}
-th{background:#f3f3f3}td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}
-img{max-width:100%;border:1px solid #eee;margin:4px 0}.better{color:#080;font-weight:bold}.worse{color:#b00}
-.skipped{color:#888}h2{border-bottom:2px solid #333;padding-bottom:4px;margin-top:2em}
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{padding:4px 8px;border-bottom:1px solid #ddd;
+text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:4px 0}.above{color:#080;font-weight:bold}.below{color:#b00}
+.within{color:#555}.skipped{color:#888}h2{border-bottom:2px solid #333;padding-bottom:4px;margin-top:2em}
+code{font-size:12px;background:#f6f6f6;padding:1px 3px}details{margin:.3em 0}
 """
+DASH = "—"  # what the page shows where a run has no such figure (never "nan")
+
+
+def _pct(v: float | None, digits: int = 2) -> str:
+    return DASH if v is None else f"{100 * v:.{digits}f}%"
 
 
 def _img(path: Path, alt: str) -> str:
-    if not path.exists():
+    if not path.is_file():
         return ""
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _pct(v: float | None) -> str:
-    return "" if v is None else f"{100 * v:.2f}%"
+def _verdict_class(r: Row) -> str:
+    return "above" if r.verdict.startswith("above") else "below" if r.verdict.startswith("below") else "within"
 
 
-def comparison_rows(results: dict) -> list[dict]:
-    """The steps that produced a test accuracy, in study order."""
-    return [s for s in results["steps"] if s.get("test_accuracy") is not None]
+def verdict_table(rows: list[Row]) -> str:
+    """The table a reader wants first: fmnist against each reference figure, with intervals."""
+    out = ["<table><tr><th class='l'>technique</th><th class='l'>model</th><th>fmnist test accuracy</th>"
+           "<th>95% interval</th><th>reference</th><th>difference</th><th class='l'>verdict</th>"
+           "<th>train time</th></tr>"]
+    for r in rows:
+        diff = DASH if r.difference is None else f"{100 * r.difference:+.2f}"
+        out.append(f"<tr><td class='l'><a href='#{html.escape(r.key)}'>{html.escape(r.technique)}</a></td>"
+                   f"<td class='l'>{html.escape(r.model)}</td><td><b>{_pct(r.test_accuracy)}</b></td>"
+                   f"<td>{_pct(r.ci95[0])} – {_pct(r.ci95[1])}</td><td>{_pct(r.seed_figure)}</td><td>{diff}</td>"
+                   f"<td class='l {_verdict_class(r)}'>{html.escape(r.verdict)}</td>"
+                   f"<td>{r.train_seconds:,.0f} s</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
 
 
-def write_report(results: dict, out: Path) -> Path:
-    """Write out/report.html and out/comparison.png."""
+def write_report(result: StudyResult, out: Path) -> Path:
+    """Write out/report.html (and out/accuracy_vs_time.png, the chart it opens with)."""
     from fmnist import plots
 
-    rows = comparison_rows(results)
-    labels = [f"{r['model']} ({r['technique']})" for r in rows]
+    p = result.profile
+    rows = result.rows
     if rows:
-        ref = {lab: r["reference_accuracy"] for lab, r in zip(labels, rows, strict=True) if r.get("reference_accuracy")}
-        plots.bar_compare(labels, [r["test_accuracy"] for r in rows], out / "comparison.png", reference=ref,
-                          title="Test accuracy (red mark: the reference project's published figure)")
-    p = results["profile"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist study ({p['name']})</title>"
+        plots.accuracy_vs_time([r.model if r.technique == "reference recipe" else
+                                f"{r.model} ({r.technique.split(' (')[0]})" for r in rows],
+                               [r.test_accuracy for r in rows], [r.train_seconds for r in rows],
+                               [r.ci95 for r in rows], [r.seed_figure for r in rows], out / "accuracy_vs_time.png")
+    prov = result.provenance
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist study ({p.name})</title>"
              f"<style>{_CSS}</style></head><body>",
-             f"<h1>fmnist study: profile <code>{p['name']}</code></h1>",
-             f"<p>Data: <code>{html.escape(results['data'])}</code>. Total time {results['seconds'] / 60:.1f} min. "
-             f"Accuracy is measured on the official test set{'' if not p['test_limit'] else ' (a slice of it)'}; "
-             "every choice (tuning, early stopping) was made on validation splits. "
-             + (f"Profile <code>{p['name']}</code> caps every reference recipe at {p['max_epochs']} epoch(s)"
-                + (" with a cosine schedule" if p["short_schedule"] else "")
-                + " where the reference projects trained 8 to 50, so compare with their figures on the full "
-                  "profile; fmnist's "
-                  f"preset <code>{p['preset']}</code> runs as designed. "
-                if p["max_epochs"] else "") +
-             f"fmnist {html.escape(str(results['provenance'].get('fmnist')))}, torch "
-             f"{html.escape(str(results['provenance'].get('torch')))}, git "
-             f"{html.escape(str(results['provenance'].get('git_revision')))}.</p>",
-             "<h2>Comparison</h2><table><tr><th>model</th><th>technique</th><th>test acc</th><th>val acc</th>"
-             "<th>reference figure</th><th>train time</th><th>parameters</th></tr>"]
-    for r in rows:
-        seed = r.get("reference_accuracy")
-        cls = "" if seed is None else ("better" if r["test_accuracy"] >= seed else "worse")
-        spread = f" ± {100 * r['test_accuracy_std']:.2f}" if r.get("test_accuracy_std") is not None else ""
-        params = f"{r['parameters']:,}" if r.get("parameters") else ""
-        parts.append(f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(r['technique'])}</td>"
-                     f"<td class='{cls}'>{_pct(r['test_accuracy'])}{spread}</td><td>{_pct(r.get('val_accuracy'))}"
-                     f"</td><td>{_pct(seed)}</td><td>{r.get('train_seconds', 0):.0f} s</td><td>{params}</td></tr>")
-    for r in results["steps"]:
-        if "skipped" in r:
-            parts.append(f"<tr class='skipped'><td>{html.escape(str(r['model']))}</td><td>"
-                         f"{html.escape(r['technique'])}</td><td colspan='5'>skipped: {html.escape(r['skipped'])}"
-                         "</td></tr>")
-    parts.append("</table>")
-    parts.append(_img(out / "comparison.png", "test accuracy comparison"))
+             f"<h1>fmnist study: profile <code>{p.name}</code></h1>",
+             f"<p>Data: <code>{html.escape(result.source)}</code>. Total time {result.seconds / 60:.1f} min. "
+             "Each row reproduces a technique of the reference projects (shared/seeds) and compares its test "
+             "accuracy with the figure the project published. Test accuracy is measured once per row on the "
+             f"official test set{' (a slice of it)' if p.test_limit else ''} (10,000 images), which chose nothing: "
+             "recipes, tuning and early stopping were chosen on validation splits. The 95% interval is the test "
+             "set's own sampling noise (Wilson), or the spread over folds where a row trained several models; the "
+             "verdict says whether the reference figure lies outside it. "
+             + ("Recipes: each reference model with fmnist's loop and a one-cycle schedule, enough epochs to "
+                "converge, on all the training data. " if p.recipes else "Recipes: the reference projects' own. ")
+             + (f"This profile caps every recipe at {p.epoch_cap} epoch(s) (a smoke test): its figures say nothing "
+                "about the techniques. " if p.epoch_cap else "")
+             + f"fmnist {html.escape(str(prov.get('fmnist')))}, torch {html.escape(str(prov.get('torch')))}, git "
+               f"{html.escape(str(prov.get('git_revision')))}, {prov.get('cpu_threads')} CPU threads"
+             + (f", GPU {html.escape(str(prov['cuda']))}" if prov.get("cuda") else "") + ".</p>",
+             "<h2>Verdict</h2>", verdict_table(rows)]
+    for s in result.skipped:
+        parts.append(f"<p class='skipped'>Skipped {html.escape(s['title'])}: {html.escape(s['skipped'])}</p>")
+    parts.append(_img(out / "accuracy_vs_time.png", "test accuracy against training time"))
 
-    for s in results["steps"]:
-        d = out / s["dir"]
-        title = s["technique"] + (f": {s['model']}" if s.get("model") else "")
-        parts.append(f"<h2 id='{html.escape(s['key'])}'>{html.escape(title)}</h2>")
-        if "skipped" in s:
-            parts.append(f"<p class='skipped'>Skipped: {html.escape(s['skipped'])}</p>")
-            continue
-        if s["key"] == "data":
-            parts.append(f"<p>Rows kept: {s['rows_kept']}; train/test overlap: {s['train_test_overlap']}. "
-                         "Full audit in <code>steps/data/data_report.json</code>.</p>")
-            for f in ("class_distribution", "samples", "mean_images", "pixel_histogram"):
-                parts.append(_img(d / f"{f}.png", f))
-            continue
-        cfg = s.get("config", {})
-        parts.append(f"<p>Test accuracy <b>{_pct(s.get('test_accuracy'))}</b>"
-                     + (f" ± {100 * s['test_accuracy_std']:.2f} (over folds)" if s.get("test_accuracy_std") else "")
-                     + f"; {cfg.get('epochs')} epochs, {cfg.get('optimizer')} lr {cfg.get('lr')}, batch "
-                     f"{cfg.get('batch_size')}, schedule {cfg.get('schedule')}"
-                     + (f", augment {cfg['augment']}" if cfg.get("augment") else "")
-                     + (f"; best parameters {html.escape(str(s['best_params']))} of {s['n_trials']} trials"
-                        if s.get("best_params") else "") + ".</p>")
-        if s["key"].startswith("cv-"):
-            figs = ("fold_curves", "fold_metrics")
-        elif s["key"].startswith("tune-"):
-            figs = ("optimization_history", "params", "param_importances", "best/learning_curves",
-                    "best/confusion_matrix", "best/misclassified")
-        else:
-            figs = ("learning_curves", "augmentation", "confusion_matrix", "misclassified")
-        for f in figs:
-            parts.append(_img(d / f"{f}.png", f))
+    parts.append("<h2 id='data'>Data audit</h2>"
+                 f"<p>Rows kept: {html.escape(str(result.data['rows_kept']))}; train/test overlap: "
+                 f"{result.data['train_test_overlap']}. Full audit in <code>steps/data/data_report.json</code>.</p>")
+    parts += [_img(out / pic, Path(pic).stem) for pic in result.data.get("pictures", [])]
+    for r in rows:
+        parts.append(f"<h2 id='{html.escape(r.key)}'>{html.escape(r.technique)}: {html.escape(r.model)}</h2>")
+        parts.append(f"<p>Test accuracy <b>{_pct(r.test_accuracy)}</b>, 95% interval {_pct(r.ci95[0])} – "
+                     f"{_pct(r.ci95[1])} ({html.escape(r.interval)}); validation accuracy {_pct(r.val_accuracy)}; "
+                     f"{r.train_seconds:,.0f} s of training"
+                     + (f"; {r.parameters:,} parameters" if r.parameters else "") + ".</p>")
+        if r.seed_figure is not None:
+            parts.append(f"<p>Reference: {html.escape(r.reference or '')}, {_pct(r.seed_figure)}. "
+                         f"<span class='{_verdict_class(r)}'>{html.escape(r.verdict)}</span>.</p>")
+        elif r.technique.startswith("augmentation"):
+            parts.append(f"<p><b>{html.escape(r.verdict)}</b> (with: {_pct(r.details['with_test_accuracy'])}, "
+                         f"without: {_pct(r.details['without_test_accuracy'])}, the same model, recipe, seed and "
+                         f"{r.details['epochs']} epochs each).</p>")
+        parts.append(f"<p>Recipe: {html.escape(r.recipe)}.</p><p>Reproduce: <code>{html.escape(r.command)}</code>"
+                     "</p>")
+        if r.details and not r.technique.startswith("augmentation"):
+            parts.append(f"<details><summary>details</summary><code>{html.escape(str(r.details))}</code>"
+                         "</details>")
+        parts += [_img(out / pic, Path(pic).stem) for pic in r.pictures]
     parts.append("</body></html>")
     path = out / "report.html"
     write_text(path, "\n".join(parts))
