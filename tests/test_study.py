@@ -19,6 +19,8 @@ def test_tiny_study_writes_strict_rows_and_a_report_without_nan(tmp_path, capsys
             assert k in row, (row["key"], k)
         lo, hi = row["ci95"]
         assert 0 <= lo <= row["test_accuracy"] <= hi <= 1 and row["command"].startswith("fmnist ")
+    for row in r["rows"]:  # each command parses back to exactly the config its row trained with
+        check_command(row, out)
     assert {row["model"]: row["seed_figure"] for row in r["rows"] if row["technique"] == "reference recipe"}[
         "cnn_bn"] == 0.9137
     page = (out / "report.html").read_text()
@@ -54,3 +56,22 @@ def test_interval_functions_against_known_values():
     assert c.p_value == pytest.approx(0.04138947, rel=1e-5)  # exact two-sided binomial test of 15 of 20
     half = 1.959963984540054 * math.sqrt((20 - 10 ** 2 / 100) / 100 ** 2)
     assert c.ci95 == pytest.approx((0.10 - half, 0.10 + half))
+
+
+def check_command(row, out):
+    import shlex
+
+    from fmnist.cli import build_parser
+    from fmnist.cli import train_config_from_args as config_of
+    from fmnist.config import TrainConfig
+
+    step = out / "steps" / row["key"]
+    if row["technique"].startswith("augmentation"):  # "<with>  # vs <without>": check the arm with augmentation
+        command, saved = row["command"].split("  # vs ")[0], step / "with" / "config.json"
+    elif row["technique"].startswith("tuning"):  # "<search>  # then: <retrain>": check the retrain
+        command, saved = row["command"].split("  # then: ")[1], step / "best" / "config.json"
+    else:
+        command, saved = row["command"], step / "config.json"
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert config_of(args.model, args) == TrainConfig.from_dict(json.loads(saved.read_text())), row["key"]
+    assert args.limit == 300 and args.test_limit == 200  # the tiny profile's slice is in the command

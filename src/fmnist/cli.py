@@ -344,7 +344,8 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "report.html (self-contained) and results.json. Rerun with the same --out "
                                    "to resume after an interruption.")
     p.add_argument("--profile", choices=("tiny", "quick", "full"), default="quick",
-                   help="quick: minutes on a laptop CPU; full: the reference projects' settings (50 epochs, 5 folds)")
+                   help="quick: every technique with a converging recipe, about 14 min on 2 CPU cores; full: the "
+                        "reference projects' own settings (50 epochs, 5 folds, 20 trials), hours; tiny: a smoke test")
     p.add_argument("--data", metavar="PATH", help="as for `fmnist data`")
     p.add_argument("--test-data", metavar="PATH")
     p.add_argument("--out", metavar="DIR", help="default runs/study-PROFILE")

@@ -200,14 +200,16 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     y_va = torch.as_tensor(val.labels, device=device) if x_va is not None else None
 
     net: nn.Module = model
+    feature_seconds = 0.0  # counted as training time: the feature pass is part of training the head
     if _frozen_features(model, bool(ops)):
         # a frozen backbone is a fixed function: compute its features once, train the head on them
         t0 = time.perf_counter()
         x_tr = _features(model, x_tr, dtype)
         x_va = _features(model, x_va, dtype) if x_va is not None else None
         net = model.head
+        feature_seconds = time.perf_counter() - t0
         log(f"backbone features computed once for {len(x_tr) + (len(x_va) if x_va is not None else 0):,} "
-            f"images in {time.perf_counter() - t0:.1f}s ({x_tr.shape[1]} per image); training the head only")
+            f"images in {feature_seconds:.1f}s ({x_tr.shape[1]} per image); training the head only")
 
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
@@ -241,7 +243,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
         step, seen, before = st["step"], st["seen"], st["seconds"]
         first = len(hist.epoch) + 1
         log(f"resuming at epoch {first}/{config.epochs} (step {step:,}) from {state_path}")
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() - feature_seconds
     stop = hist.stopped_early
     try:
         for epoch in range(first, config.epochs + 1):

@@ -268,6 +268,9 @@ def accuracy_vs_time(names: Sequence[str], accuracy: Sequence[float], seconds: S
     for xi, yi, n in zip(x, y, names, strict=True):
         ax.annotate(n, (xi, yi), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xscale("log")
+    ax.set_xlim(x.min() / 1.3, x.max() * 2.2)  # room for the labels on the right
+    for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis(lambda v, _: f"{v:g}")  # 20, 30, 50, not 2x10^1
     ax.set(xlabel="training time (s, log scale)", ylabel="test accuracy", title="Test accuracy against training time")
     ax.yaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     ax.grid(alpha=0.3)

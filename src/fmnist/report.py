@@ -81,7 +81,8 @@ def write_report(result: StudyResult, out: Path) -> Path:
              "set's own sampling noise (Wilson), or the spread over folds where a row trained several models; the "
              "verdict says whether the reference figure lies outside it. "
              + ("Recipes: each reference model with fmnist's loop and a one-cycle schedule, enough epochs to "
-                "converge, on all the training data. " if p.recipes else "Recipes: the reference projects' own. ")
+                "converge, on the training data less a 10% validation split (the reference projects kept one too). "
+                if p.recipes else "Recipes: the reference projects' own. ")
              + (f"This profile caps every recipe at {p.epoch_cap} epoch(s) (a smoke test): its figures say nothing "
                 "about the techniques. " if p.epoch_cap else "")
              + f"fmnist {html.escape(str(prov.get('fmnist')))}, torch {html.escape(str(prov.get('torch')))}, git "
@@ -93,7 +94,8 @@ def write_report(result: StudyResult, out: Path) -> Path:
     parts.append(_img(out / "accuracy_vs_time.png", "test accuracy against training time"))
 
     parts.append("<h2 id='data'>Data audit</h2>"
-                 f"<p>Rows kept: {html.escape(str(result.data['rows_kept']))}; train/test overlap: "
+                 f"<p>Rows kept: {', '.join(f'{k} {v:,}' for k, v in result.data['rows_kept'].items())}; "
+                 "train/test overlap: "
                  f"{result.data['train_test_overlap']}. Full audit in <code>steps/data/data_report.json</code>.</p>")
     parts += [_img(out / pic, Path(pic).stem) for pic in result.data.get("pictures", [])]
     for r in rows:

@@ -148,6 +148,11 @@ def command_for(config: TrainConfig, verb: str = "train", extra: list[str] | Non
                 data: list[str] | None = None) -> str:
     """The shortest `fmnist` command line whose config equals `config` (flags for what differs from the
     model's recipe)."""
+    from fmnist.presets import PRESETS
+
+    for name in PRESETS:  # a preset's own config: its name says it all
+        if verb == "train" and config == TrainConfig.for_model(name):
+            return shlex.join(["fmnist", "train", name, *(extra or []), *(data or [])])
     base = TrainConfig.for_model(config.model)
     parts = ["fmnist", verb, config.model]
     for f in dataclasses.fields(TrainConfig):
