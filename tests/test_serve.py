@@ -138,7 +138,10 @@ def test_a_body_that_never_arrives_is_answered_408(run_dir):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
                 c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                           b"Content-Length: 100\r\n\r\n{")  # 1 byte of the 100 announced, then nothing
-                answer = c.recv(4096).decode()
+                chunks = []
+                while chunk := c.recv(4096):  # the server closes the connection after its answer
+                    chunks.append(chunk)
+                answer = b"".join(chunks).decode()
             assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer
         finally:
             server.should_exit = True
