@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pytest
 
 import fmnist
 from fmnist.cli import main
@@ -20,3 +23,67 @@ def test_predictor_from_a_run_gives_class_names_and_probabilities(trained_run, s
     assert proba.shape == (20, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert names == [trained_run.class_names[i] for i in proba.argmax(1)]
     assert pred.predict(small_ds.test.images[:20] / 255.0) == names  # 0..1 floats: scaled, same answer
+
+
+def _make_photo():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "photos.py"
+    spec = importlib.util.spec_from_file_location("photos", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_photo
+
+
+def test_dataset_images_as_files_pass_through_unchanged(trained_run, small_ds, tmp_path, capsys):
+    from PIL import Image
+
+    from fmnist.predict import image_to_array
+
+    files = []
+    for i in range(20):
+        Image.fromarray(small_ds.test.images[i]).save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+        assert (image_to_array(tmp_path / f"{i}.png") == small_ds.test.images[i]).all()
+    np.save(tmp_path / "x.npy", small_ds.test.images[:20])
+    assert main(["predict", str(trained_run.dir), *files, "--json"]) == 0
+    from_png = [p["label"] for p in json.loads(capsys.readouterr().out)]
+    assert main(["predict", str(trained_run.dir), str(tmp_path / "x.npy"), "--json"]) == 0
+    assert from_png == [p["label"] for p in json.loads(capsys.readouterr().out)]
+
+
+def test_product_photos_are_prepared_as_the_dataset_was(small_ds):
+    from fmnist.predict import image_to_array
+
+    make_photo = _make_photo()
+    rng = np.random.default_rng(0)
+    dataset, fit = [], []
+    for x in small_ds.test.images[:40]:
+        photo = make_photo(x, rng)  # dark article on a light canvas, anywhere, JPEG
+        for mode, out in (("dataset", dataset), ("fit", fit)):
+            seen = image_to_array(photo, preprocess=mode).astype(float)
+            out.append(np.corrcoef(seen.ravel(), x.astype(float).ravel())[0, 1])
+    # the prepared photo looks like the image it was made from; fitting the whole canvas does not
+    assert np.median(dataset) > 0.9 and np.median(fit) < 0.6, (np.median(dataset), np.median(fit))
+
+
+def test_preprocess_modes_and_bad_values(tmp_path):
+    from PIL import Image
+
+    from fmnist.errors import DataError
+    from fmnist.predict import image_to_array
+
+    canvas = np.full((120, 200), 235, np.uint8)
+    canvas[30:90, 80:110] = 40  # a dark article on a light background
+    Image.fromarray(canvas).save(tmp_path / "p.png")
+    d = image_to_array(tmp_path / "p.png")  # trimmed: the article's longest edge fills the 28 rows
+    assert d[:, 14].min() > 0 and (d[0] > 0).any() and (d[-1] > 0).any()
+    f = image_to_array(tmp_path / "p.png", preprocess="fit")  # the whole canvas: the article is small
+    assert (f > 100).sum() < (d > 100).sum() / 4  # (fit keeps the grey background too)
+    assert image_to_array(tmp_path / "p.png", preprocess="none").shape == (28, 28)
+    with pytest.raises(DataError, match="preprocess 'crop' unknown"):
+        image_to_array(tmp_path / "p.png", preprocess="crop")
+    empty = np.full((60, 60), 250, np.uint8)  # nothing stands out: the fitted (blank) picture, no error
+    Image.fromarray(empty).save(tmp_path / "e.png")
+    assert image_to_array(tmp_path / "e.png").max() == 0

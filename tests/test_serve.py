@@ -167,3 +167,37 @@ def test_serve_refuses_bad_ports_hosts_and_missing_extras(run_dir, capsys, monke
     assert "pip install 'fmnist[serve]'" in capsys.readouterr().err
     assert main(["export", str(run_dir)]) == 2
     assert "pip install 'fmnist[export]'" in capsys.readouterr().err
+
+
+def test_an_over_limit_body_from_urllib_gets_the_413_json(run_dir):
+    import json
+    import socket
+    import threading
+    import urllib.error
+    import urllib.request
+
+    import uvicorn
+
+    from fmnist.serve import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, max_body_bytes=1_000_000), log_level="warning"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        t.start()
+        try:
+            for _ in range(100):
+                if server.started:
+                    break
+                threading.Event().wait(0.05)
+            body = b"\xff" * 8_000_000  # a phone photo's size, 8x the limit
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
+                                         headers={"Content-Type": "image/jpeg"})
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == 413
+            assert json.loads(e.value.read()) == {"detail": "request body over the limit of 1 MB"}
+        finally:
+            server.should_exit = True
+            t.join(timeout=10)

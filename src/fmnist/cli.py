@@ -160,7 +160,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for f in args.files:
         notes: list[str] = []
         try:
-            x, names = load_inputs(f, invert=args.invert, notes=notes)
+            x, names = load_inputs(f, invert=args.invert, notes=notes, preprocess=args.preprocess)
         except FmnistError as e:
             print(f"fmnist: error: {e}", file=sys.stderr)
             failed += 1
@@ -392,12 +392,17 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the class of images, .npy arrays or CSV rows",
-                       description="Top-3 classes for each input: PNG/JPEG of any size or colour (made 28x28 "
-                                   "grayscale), .npy arrays (28x28, N x 784, ...) and CSV rows of 784 pixels.")
+                       description="Top-3 classes for each input: PNG/JPEG of any size or colour (prepared as the "
+                                   "dataset's images were, see --preprocess), .npy arrays (28x28, N x 784, ...) "
+                                   "and CSV rows of 784 pixels.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("files", metavar="FILE", nargs="+")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="dark-on-light photos need inverting: auto decides from the image border")
+    p.add_argument("--preprocess", choices=("dataset", "fit", "none"), default="dataset",
+                   help="pictures: dataset (default) prepares them as Fashion-MNIST's were made from shop photos: "
+                        "trim the background, longest edge to 28, sharpen, centre; fit: the whole picture fitted "
+                        "into 28x28; none: resized to 28x28. 28x28 pictures are used as they are")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="onnx: run RUN_DIR/model.onnx with onnxruntime (after `fmnist export`)")

@@ -14,12 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from fmnist.errors import FmnistError
-from fmnist.predict import Predictor, image_to_array, pixels_to_array
+from fmnist.predict import PREPROCESS, Predictor, image_to_array, pixels_to_array
 
 STATIC = Path(__file__).parent / "static"
 
 
 MAX_FILES = 256  # uploads in one multipart request
+DRAIN_BYTES = 64_000_000  # a refused body is read (and dropped) up to this much before the 413 answer
 MAX_BATCH = 1024  # images in one /predict/batch request
 
 
@@ -44,6 +45,7 @@ class _BodyLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_large = f"request body over the limit of {self.limit / 1e6:g} MB"
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._drain(receive)  # a client still sending when the server closes sees only a reset
             return await self._reject(send, 413, too_large)
         seen = 0
 
@@ -62,7 +64,24 @@ class _BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _Abort as e:
+            if e.status == 413:
+                await self._drain(receive)
             await self._reject(send, e.status, e.detail)
+
+    async def _drain(self, receive: Any) -> None:
+        """Read and discard the rest of a refused body (up to DRAIN_BYTES, each part within the read timeout), so
+        that the client reads the 413 answer instead of a connection reset."""
+        seen = 0
+        try:
+            while seen < DRAIN_BYTES:
+                msg = await asyncio.wait_for(receive(), self.read_timeout)
+                if msg["type"] != "http.request":
+                    return
+                seen += len(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    return
+        except TimeoutError:
+            return
 
     @staticmethod
     async def _reject(send: Any, status: int, detail: str) -> None:
@@ -155,6 +174,9 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         invert = request.query_params.get("invert", "auto")
         if invert not in ("auto", "yes", "no"):
             raise FmnistError("query parameter invert must be auto, yes or no")
+        preprocess = request.query_params.get("preprocess", "dataset")
+        if preprocess not in PREPROCESS:
+            raise FmnistError(f"query parameter preprocess must be one of {', '.join(PREPROCESS)}")
         if ctype.startswith("multipart/form-data"):
             from starlette.exceptions import HTTPException
             from starlette.formparsers import MultiPartException
@@ -182,7 +204,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                 data = await f.read()
                 if not data:
                     raise FmnistError(f"{f.filename or 'file'}: empty upload")
-                arrays.append(image_to_array(data, invert, f.filename or "file"))
+                arrays.append(image_to_array(data, invert, f.filename or "file", preprocess))
             return np.stack(arrays), []
         if ctype.startswith("application/json"):
             raw = await request.body()
