@@ -84,6 +84,6 @@ def test_preprocess_modes_and_bad_values(tmp_path):
     assert image_to_array(tmp_path / "p.png", preprocess="none").shape == (28, 28)
     with pytest.raises(DataError, match="preprocess 'crop' unknown"):
         image_to_array(tmp_path / "p.png", preprocess="crop")
-    empty = np.full((60, 60), 250, np.uint8)  # nothing stands out: the fitted (blank) picture, no error
+    empty = np.full((60, 60), 250, np.uint8)  # nothing stands out: a blank 28x28, no error
     Image.fromarray(empty).save(tmp_path / "e.png")
     assert image_to_array(tmp_path / "e.png").max() == 0

@@ -78,10 +78,9 @@ def prepare(gray: np.ndarray, preprocess: str = "dataset", invert: str = "auto")
     if preprocess == "none":
         return np.asarray(Image.fromarray(a).resize((28, 28), Image.Resampling.LANCZOS), dtype=np.uint8)
     if preprocess == "dataset":
-        cropped = _trim(a)
-        if cropped is not None:
-            return _centre(cropped, sharpen=True)
-    return _centre(a, sharpen=False)  # 'fit', or nothing stands out from the background
+        cropped = _trim(a)  # None: nothing stands out from the background, a blank picture
+        return _centre(cropped, sharpen=True) if cropped is not None else np.zeros((28, 28), np.uint8)
+    return _centre(a, sharpen=False)
 
 
 def _border_mean(a: np.ndarray) -> float:
