@@ -1,5 +1,6 @@
 """The page in a real headless Chromium (Debian's), driven by Playwright: upload a test image, read the class."""
 
+import json
 import os
 import shutil
 import socket
@@ -10,6 +11,8 @@ import urllib.request
 
 import pytest
 from PIL import Image
+
+from fmnist.cli import main
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -22,7 +25,20 @@ def _free_port():
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
                     reason="Debian's chromium is not installed (scripts/test.sh installs it)")
-def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run):
+def _phone_photo(path, image):
+    """A 4000x3000 JPEG of 6-10 MB (sensor noise keeps JPEG from compressing it): the article dark on light grey."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ink = np.asarray(Image.fromarray(image).resize((2400, 2400), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    canvas = np.full((3000, 4000), 238, np.float32)
+    canvas[300:2700, 900:3300] *= 1 - ink
+    canvas += rng.normal(0, 12, canvas.shape).astype(np.float32)
+    Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).convert("RGB").save(path, quality=96)
+    return path
+
+
+def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, capsys):
     from playwright.sync_api import sync_playwright
 
     run = trained_run.dir
@@ -46,10 +62,26 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run):
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
             page.set_input_files("#file", str(img))
-            page.wait_for_function("document.getElementById('label').textContent !== '–'", timeout=15000)
+            page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)",
+                                   timeout=15000)
             assert page.text_content("#label") == "Trouser"
             assert page.locator("#bars .bar").count() == 10
             page.screenshot(path=str(tmp_path / "page.png"))
+            # a phone-size photo (over the server's 5 MB limit as it is): scaled down in the browser, then the
+            # same label as `fmnist predict` on the file
+            phone = _phone_photo(tmp_path / "phone.jpg", small_ds.test.images[i])
+            assert 6e6 < phone.stat().st_size < 10e6 and Image.open(phone).size == (4000, 3000)
+            page.evaluate("document.getElementById('label').textContent = '–'")
+            page.set_input_files("#file", str(phone))
+            page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)",
+                                   timeout=30000)
+            assert page.text_content("#error") == ""
+            assert main(["predict", str(run), str(phone), "--json"]) == 0
+            assert page.text_content("#label") == json.loads(capsys.readouterr().out)[0]["label"]
+            # an empty drawing is refused in the page, with a readable message
+            page.click("#clear")
+            page.click("#send")
+            assert page.text_content("#error") == "Draw an article first."
             browser.close()
     finally:
         server.terminate()
