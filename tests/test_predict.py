@@ -87,3 +87,15 @@ def test_preprocess_modes_and_bad_values(tmp_path):
     empty = np.full((60, 60), 250, np.uint8)  # nothing stands out: a blank 28x28, no error
     Image.fromarray(empty).save(tmp_path / "e.png")
     assert image_to_array(tmp_path / "e.png").max() == 0
+
+
+def test_unusual_pictures_get_a_warning(trained_run, small_ds):
+    pred = fmnist.Predictor.from_run(trained_run.dir)
+    ood = pred.meta["ood"]
+    assert ood["quantile"] == 0.99 and ood["calibrated_on"].startswith("validation split")
+    test_flags = [w is not None for w in pred.warnings(small_ds.test.images)]
+    assert np.mean(test_flags) < 0.05  # calibrated for 1% false alarms on held-out images
+    blank = np.zeros((1, 28, 28), np.uint8)
+    assert "nothing stands out" in pred.warnings(blank)[0]
+    p = pred.predictions(blank, ["blank"])[0]
+    assert p.warning and p.label in pred.class_names  # still a label, but said to mean little

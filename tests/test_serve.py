@@ -33,10 +33,14 @@ def _png(arr, size=None, mode="L"):
 
 def test_predict_image_json_batch_and_info(client, small_ds):
     img = small_ds.test.images[0]
-    r = client.post("/predict", files={"file": ("shoe.png", _png(img, (100, 100), "RGB"), "image/png")})
+    r = client.post("/predict", params={"preprocess": "fit"},  # the plumbing; the preparation has its own tests
+                    files={"file": ("shoe.png", _png(img, (100, 100), "RGB"), "image/png")})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["label"] in body["probabilities"] and abs(sum(body["probabilities"].values()) - 1) < 1e-4
+    assert "warning" in body  # null for an ordinary picture, a sentence for an unusual one
+    blank = client.post("/predict", json={"pixels": [0] * 784}).json()
+    assert "nothing stands out" in blank["warning"]
     assert np.array(body["image"]).shape == (28, 28)
     r2 = client.post("/predict", json={"pixels": img.tolist()})
     r3 = client.post("/predict", json={"pixels": img.reshape(-1).tolist()})

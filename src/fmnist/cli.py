@@ -170,10 +170,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for p in predictor.predictions(x, names):
             results.append(p)
             if not args.json:
-                print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3)))
+                print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3))
+                      + (f"  (warning: {p.warning})" if p.warning else ""))
     if args.json:
         print(dumps([{"file": p.name, "label": p.label, "index": p.index, "top3": p.top(3),
-                           "probabilities": p.probabilities} for p in results]), end="")
+                           "probabilities": p.probabilities, "warning": p.warning} for p in results]), end="")
     return 2 if failed else 0
 
 

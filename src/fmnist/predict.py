@@ -200,6 +200,7 @@ class Prediction:
     label: str
     index: int
     probabilities: dict[str, float]
+    warning: str | None = None  # set when the picture looks unlike the training data (see Predictor.warnings)
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable classes."""
@@ -232,15 +233,40 @@ class Predictor:
         """The model of a run directory (`fmnist train ... --out DIR`)."""
         return cls(run_dir, backend=backend, device=device)
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """(N, C) class probabilities of uint8 images (N, 28, 28) (0..1 floats are scaled, see pixels_to_array)."""
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) logits of uint8 images (N, 28, 28) (0..1 floats are scaled, see pixels_to_array)."""
         from fmnist.inference import numpy_logits
-        from fmnist.metrics import softmax
 
         images = self._as_images(images)
         if self.onnx is not None:
-            return softmax(self.onnx.logits(images))
-        return softmax(numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta"))))
+            return self.onnx.logits(images)
+        return numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta")))
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities."""
+        from fmnist.metrics import softmax
+
+        return softmax(self.logits(images))
+
+    def warnings(self, images: np.ndarray, logits: np.ndarray | None = None) -> list[str | None]:
+        """Per image, a sentence when it looks unlike the training data, else None: a blank picture, or an energy
+        score above the threshold calibrated when the model was trained (runs saved before that: blank only)."""
+        from fmnist.inference import energy
+
+        images = self._as_images(images)
+        logits = self.logits(images) if logits is None else logits
+        ood = self.meta.get("ood") or {}
+        out: list[str | None] = []
+        for img, e in zip(images, energy(logits), strict=True):
+            if img.max() == 0:
+                out.append("nothing stands out from the background: there is no article to classify")
+            elif "energy_threshold" in ood and e > ood["energy_threshold"]:
+                out.append(f"this picture looks unlike the training images (energy {e:.2f}, above the "
+                           f"{ood['energy_threshold']:.2f} that {100 * ood['quantile']:.0f}% of held-out images stay "
+                           "under): the label may mean little")
+            else:
+                out.append(None)
+        return out
 
     def predict(self, images: np.ndarray) -> list[str]:
         """The most probable class name of each image."""
@@ -248,12 +274,14 @@ class Predictor:
 
     def predictions(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
         """A Prediction (name, label, probabilities) per image."""
-        probs = self.predict_proba(images)
+        from fmnist.metrics import softmax
+
+        logits = self.logits(images)
         out = []
-        for name, p in zip(names, probs, strict=True):
+        for name, p, warn in zip(names, softmax(logits), self.warnings(images, logits), strict=True):
             i = int(p.argmax())
             out.append(Prediction(name, self.class_names[i], i,
-                                  {c: float(v) for c, v in zip(self.class_names, p, strict=True)}))
+                                  {c: float(v) for c, v in zip(self.class_names, p, strict=True)}, warn))
         return out
 
     @staticmethod

@@ -20,7 +20,7 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.inference import load_checkpoint, numpy_logits, save_checkpoint
+from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
 from fmnist.metrics import Evaluation, classification_metrics, softmax
 
@@ -224,7 +224,13 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
                resume=existing == "resume")
     val_accuracy = hist.kept_val_accuracy
-    save_checkpoint(model, out / "model.safetensors", config, ds.class_names, extra={"val_accuracy": val_accuracy})
+    # the out-of-distribution threshold: on the validation split; a run without one uses training images and
+    # says so (seen in training, they make the threshold stricter: more false alarms, never fewer)
+    ood = calibrate_ood(model, val.images, config.tta, f"validation split ({len(val):,} images)") if len(val) else \
+        calibrate_ood(model, train.images[:5000], config.tta, f"training images ({min(5000, len(train)):,}; the run "
+                      "had no validation split)")
+    save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
+                    extra={"val_accuracy": val_accuracy, "ood": ood})
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
         P.learning_curves(hist, out / "learning_curves.png", title=config.model)

@@ -100,7 +100,7 @@ class _Batcher:
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
 
-    async def probabilities(self, images: np.ndarray) -> np.ndarray:
+    async def logits(self, images: np.ndarray) -> np.ndarray:
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.task = asyncio.create_task(self._loop())
@@ -122,7 +122,7 @@ class _Batcher:
                     break
             x = np.concatenate([i for i, _ in items])
             try:
-                probs = await loop.run_in_executor(None, self.predictor.predict_proba, x)
+                probs = await loop.run_in_executor(None, self.predictor.logits, x)
             except Exception as e:  # noqa: BLE001  (handed to every waiting request)
                 for _, f in items:
                     f.set_exception(e)
@@ -160,10 +160,15 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         return JSONResponse({"detail": "invalid request: " + "; ".join(str(x.get("msg")) for x in e.errors())},
                             status_code=422)
 
-    def _answer(probs: np.ndarray, image: np.ndarray | None = None, notes: list[str] | None = None) -> dict:
+    def _answer(logits: np.ndarray, image: np.ndarray, notes: list[str] | None = None, show: bool = True) -> dict:
+        from fmnist.metrics import softmax
+
+        probs = softmax(logits[None])[0]
         i = int(probs.argmax())
-        out = {"label": names[i], "index": i, "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)}}
-        if image is not None:
+        out = {"label": names[i], "index": i, "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
+               # a sentence when the picture looks unlike the training data (blank, or an unusual energy score)
+               "warning": predictor.warnings(image[None], logits[None])[0]}
+        if show:
             out["image"] = image.tolist()  # the 28x28 the model saw
         if notes:
             out["notes"] = notes  # what was done to read the input, e.g. 0..1 floats scaled to 0..255
@@ -230,16 +235,17 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     @app.post("/predict", summary="Classify one image (multipart field `file`, or JSON {\"pixels\": ...})")
     async def predict(request: Request) -> dict:
         x, notes = await _images(request, batch=False)
-        probs = await batcher.probabilities(x)
-        return _answer(probs[0], x[0], notes)
+        logits = await batcher.logits(x)
+        return _answer(logits[0], x[0], notes)
 
     @app.post("/predict/batch", summary="Classify many images (multipart fields `files`, or JSON pixels list)")
     async def predict_batch(request: Request) -> dict:
         x, notes = await _images(request, batch=True)
         if len(x) > MAX_BATCH:
             raise FmnistError(f"{len(x)} images in one batch; the limit is {MAX_BATCH}")
-        probs = await batcher.probabilities(x)
-        return {"predictions": [_answer(p) for p in probs], **({"notes": notes} if notes else {})}
+        logits = await batcher.logits(x)
+        return {"predictions": [_answer(lg, img, show=False) for lg, img in zip(logits, x, strict=True)],
+                **({"notes": notes} if notes else {})}
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
