@@ -1,3 +1,4 @@
+import contextlib
 import io
 import zlib
 
@@ -119,37 +120,44 @@ def test_too_many_files_names_the_limit(client):
     assert r.status_code == 400 and "more than 256 files in one request" in r.json()["detail"]
 
 
-def test_a_body_that_never_arrives_is_answered_408(run_dir):
+@contextlib.contextmanager
+def live_server(app):
+    """The app served by uvicorn on a free loopback port, in a thread; yields the port."""
     import socket
     import threading
 
     import uvicorn
 
-    from fmnist.serve import create_app
-
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, read_timeout=0.5), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
         t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         t.start()
         try:
-            for _ in range(100):
+            for _ in range(200):
                 if server.started:
                     break
                 threading.Event().wait(0.05)
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-                c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: 100\r\n\r\n{")  # 1 byte of the 100 announced, then nothing
-                chunks = []
-                while chunk := c.recv(4096):  # the server closes the connection after its answer
-                    chunks.append(chunk)
-                answer = b"".join(chunks).decode()
-            assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer
+            yield sock.getsockname()[1]
         finally:
             server.should_exit = True
             t.join(timeout=10)
+
+
+def test_a_body_that_never_arrives_is_answered_408(run_dir):
+    import socket
+
+    from fmnist.serve import create_app
+
+    with live_server(create_app(run_dir, read_timeout=0.5)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{")  # 1 byte of the 100 announced, then nothing
+            chunks = []
+            while chunk := c.recv(4096):  # the server closes the connection after its answer
+                chunks.append(chunk)
+    answer = b"".join(chunks).decode()
+    assert answer.startswith("HTTP/1.1 408") and "not received within 0.5 s" in answer
 
 
 def test_serve_refuses_bad_ports_hosts_and_missing_extras(run_dir, capsys, monkeypatch):
@@ -175,33 +183,16 @@ def test_serve_refuses_bad_ports_hosts_and_missing_extras(run_dir, capsys, monke
 
 def test_an_over_limit_body_from_urllib_gets_the_413_json(run_dir):
     import json
-    import socket
-    import threading
     import urllib.error
     import urllib.request
 
-    import uvicorn
-
     from fmnist.serve import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(run_dir, max_body_bytes=1_000_000), log_level="warning"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        t.start()
-        try:
-            for _ in range(100):
-                if server.started:
-                    break
-                threading.Event().wait(0.05)
-            body = b"\xff" * 8_000_000  # a phone photo's size, 8x the limit
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
-                                         headers={"Content-Type": "image/jpeg"})
-            with pytest.raises(urllib.error.HTTPError) as e:
-                urllib.request.urlopen(req, timeout=30)
-            assert e.value.code == 413
-            assert json.loads(e.value.read()) == {"detail": "request body over the limit of 1 MB"}
-        finally:
-            server.should_exit = True
-            t.join(timeout=10)
+    with live_server(create_app(run_dir, max_body_bytes=1_000_000)) as port:
+        body = b"\xff" * 8_000_000  # a phone photo's size, 8x the limit
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
+                                     headers={"Content-Type": "image/jpeg"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 413
+    assert json.loads(e.value.read()) == {"detail": "request body over the limit of 1 MB"}
