@@ -229,6 +229,36 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from fmnist.compare import find_runs, format_runs
+    from fmnist.files import dumps
+
+    runs = find_runs(args.dirs or ["runs"])
+    key = {"test": "test_accuracy", "val": "val_accuracy", "time": "train_seconds", "date": "date",
+           "model": "model"}[args.sort]
+    runs.sort(key=lambda r: (getattr(r, key) is None, getattr(r, key) or 0), reverse=args.sort not in ("model",))
+    print(dumps([r.__dict__ for r in runs]), end="") if args.json else print(format_runs(runs))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fmnist.compare import compare_runs
+
+    out = args.out or "runs/compare"
+    r = compare_runs(args.runs, out)
+    for run in r["runs"]:
+        print(f"{run['dir']}: {run['model']}, test accuracy {run['test_accuracy']:.2%}")
+    if r["config_differences"]:
+        print("settings that differ: " + "; ".join(f"{k} {v}" for k, v in r["config_differences"].items()))
+    for p in r["pairs"]:
+        lo, hi = p["ci95"]
+        verdict = "a difference beyond noise" if p["p_value"] < 0.05 else "no difference beyond noise"
+        print(f"{p['a']} - {p['b']}: {100 * p['accuracy_difference']:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}], "
+              f"McNemar p = {p['p_value']:.3g} ({p['only_a']} vs {p['only_b']} images right in one only): {verdict}")
+    print(f"wrote {out}/compare.json and compare.png")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist.export import agreement, export
 
@@ -426,6 +456,23 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench.json", metavar="FILE", help="results as JSON (default bench.json)")
     _add_data_args(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("runs", help="list run directories: model, accuracy, time",
+                       description="A table of the run directories under DIR (default ./runs): model, test and "
+                                   "validation accuracy, training time, parameters, date.")
+    p.add_argument("dirs", metavar="DIR", nargs="*")
+    p.add_argument("--sort", choices=("test", "val", "time", "date", "model"), default="test")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("compare", help="compare runs on the same test images (McNemar's test)",
+                       description="Runs side by side: settings that differ, accuracy per epoch and per class, and "
+                                   "for each pair the accuracy difference with its 95%% interval and McNemar's exact "
+                                   "test on the test images exactly one of the two gets right. Writes compare.json "
+                                   "and compare.png.")
+    p.add_argument("runs", metavar="RUN_DIR", nargs="+")
+    p.add_argument("--out", metavar="DIR", help="default runs/compare")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a run to ONNX or TorchScript",
                        description="Write RUN_DIR/model.onnx (dynamic batch axis, checked with onnxruntime "

@@ -22,10 +22,12 @@ class Evaluation:
     n: int  # images evaluated
     class_names: tuple[str, ...] = field(default=())
     split: str = "test"  # which split: test, train, validation
+    predictions: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n,) predicted classes
 
     def to_dict(self) -> dict[str, Any]:
-        """As a JSON-ready dict."""
-        return {**asdict(self), "class_names": list(self.class_names)}
+        """As a JSON-ready dict (the per-image predictions left out)."""
+        d = {k: v for k, v in asdict(self).items() if k != "predictions"}
+        return {**d, "class_names": list(self.class_names)}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -78,7 +80,7 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: 
     return Evaluation(accuracy=float((pred == y_true).mean()), loss=log_loss(y_true, logits),
                       macro_f1=float(np.mean([v["f1"] for v in pc.values()])), per_class=pc,
                       confusion_matrix=cm.tolist(), most_confused=confused_pairs(cm, class_names), n=int(len(y_true)),
-                      class_names=tuple(class_names), split=split)
+                      class_names=tuple(class_names), split=split, predictions=pred.astype(np.int16))
 
 
 # ------------------------------------------------------------------------------------------------ intervals

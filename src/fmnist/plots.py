@@ -276,3 +276,28 @@ def accuracy_vs_time(names: Sequence[str], accuracy: Sequence[float], seconds: S
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _done(fig, path)
+
+
+def compare_runs(histories: Sequence[Any], names: Sequence[str], per_class: Sequence[dict[str, float]],
+                 path: PathLike | None = None) -> Figure:
+    """Runs side by side: validation accuracy per epoch (train accuracy where a run had no validation split) and
+    each class's test accuracy (recall), one colour per run."""
+    fig = _figure(12, 4.2)
+    a1, a2 = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    for h, n in zip(histories, names, strict=True):
+        val = np.array([np.nan if v is None else v for v in h.val_acc], dtype=float)
+        if np.isfinite(val).any():
+            a1.plot(h.epoch, val, "o-", ms=3, label=f"{n} (validation)")
+        else:
+            a1.plot(h.epoch, h.train_acc, "o--", ms=3, label=f"{n} (train)")
+    a1.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per epoch")
+    a1.legend(fontsize=7)
+    classes = list(per_class[0])
+    w = 0.8 / len(per_class)
+    for k, (pc, n) in enumerate(zip(per_class, names, strict=True)):
+        a2.bar(np.arange(len(classes)) + (k - (len(per_class) - 1) / 2) * w, [pc[c] for c in classes], w, label=n)
+    a2.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    a2.set_ylim(max(0.0, min(min(pc.values()) for pc in per_class) - 0.05), 1.0)
+    a2.set(ylabel="test accuracy of the class (recall)", title="Per class")
+    a2.legend(fontsize=7)
+    return _done(fig, path)

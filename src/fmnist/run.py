@@ -19,7 +19,7 @@ import torch
 from fmnist.config import TrainConfig
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError
-from fmnist.files import prepare_out_dir, write_json
+from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
 from fmnist.metrics import Evaluation, classification_metrics, softmax
@@ -104,6 +104,11 @@ class Run:
         except (OSError, json.JSONDecodeError) as e:
             raise FmnistError(f"{d / 'metrics.json'}: not readable ({e})") from None
         history, m = History.from_csv(d / "history.csv"), RunMetrics.from_dict(metrics, names)
+        if m.test is not None and (d / "test_predictions.npz").is_file():
+            import dataclasses
+
+            with np.load(d / "test_predictions.npz", allow_pickle=False) as z:
+                m = dataclasses.replace(m, test=dataclasses.replace(m.test, predictions=z["predicted"]))
         history.best_epoch, history.restored_best = m.best_epoch, m.restored_best
         history.stopped_early, history.interrupted = m.stopped_early, m.interrupted
         history.train_seconds, history.images_per_second = m.train_seconds, m.train_images_per_second
@@ -244,7 +249,12 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
                          best_epoch=hist.best_epoch, restored_best=hist.restored_best,
                          stopped_early=hist.stopped_early, interrupted=hist.interrupted, val_accuracy=val_accuracy,
                          test=test)
-    write_json(out / "metrics.json", {**metrics.to_dict(), "provenance": provenance()})
+    extra = {}
+    if test is not None:  # kept so that runs can be compared image by image without retraining (fmnist compare)
+        with atomic_path(out / "test_predictions.npz") as tmp:
+            np.savez(tmp, predicted=test.predictions, labels=ds.test.labels.astype(np.int16))
+        extra = {"test_set": ds.test.fingerprint()}
+    write_json(out / "metrics.json", {**metrics.to_dict(), **extra, "provenance": provenance()})
     if not hist.interrupted:
         (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
     return Run(model, config, hist, metrics, out, ds.class_names)

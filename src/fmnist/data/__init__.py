@@ -36,6 +36,14 @@ class Split:
         """The rows at `idx`."""
         return Split(self.images[idx], self.labels[idx])
 
+    def fingerprint(self) -> str:
+        """A short hash of the images and labels: runs tested on equal fingerprints saw the same test set."""
+        import hashlib
+
+        h = hashlib.sha1(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -1,0 +1,128 @@
+"""Runs side by side: `fmnist runs` lists run directories, `fmnist compare` tests whether they differ.
+
+A comparison is paired: every run scored the same test images (checked by the test set's fingerprint), so the
+images on which exactly one of two runs is right decide the difference (McNemar's exact test, and the interval of
+the paired difference: `metrics.paired_comparison`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist.errors import FmnistError
+from fmnist.files import prepare_out_dir, write_json
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run directory, as `fmnist runs` lists it."""
+
+    dir: str
+    model: str
+    test_accuracy: float | None
+    val_accuracy: float | None
+    train_seconds: float | None
+    parameters: int | None
+    epochs: int | None
+    date: str  # when metrics.json was written
+
+
+def find_runs(roots: list[str | os.PathLike]) -> list[RunSummary]:
+    """Every run directory (holding metrics.json and model.safetensors) under the roots."""
+    import time
+
+    found = []
+    for root in roots:
+        r = Path(root)
+        if not r.exists():
+            raise FmnistError(f"{r}: no such directory")
+        for m in sorted(r.rglob("metrics.json")) if r.is_dir() else []:
+            d = m.parent
+            if not (d / "model.safetensors").is_file():
+                continue  # an evaluation's metrics.json, not a run
+            try:
+                mj = json.loads(m.read_text())
+                cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+            except (OSError, json.JSONDecodeError):
+                continue
+            found.append(RunSummary(str(d), mj.get("model", "?"), mj.get("test_accuracy"), mj.get("val_accuracy"),
+                                    mj.get("train_seconds"), mj.get("parameters"), cfg.get("epochs"),
+                                    time.strftime("%Y-%m-%d %H:%M", time.localtime(m.stat().st_mtime))))
+    return found
+
+
+def format_runs(runs: list[RunSummary]) -> str:
+    """A table of runs."""
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{v:.2%}"
+
+    lines = [f"{'run':<44}{'model':<22}{'test acc':>9}{'val acc':>9}{'train s':>9}{'params':>11}  date"]
+    for r in runs:
+        lines.append(f"{r.dir[-43:]:<44}{r.model:<22}{pct(r.test_accuracy):>9}{pct(r.val_accuracy):>9}"
+                     f"{(r.train_seconds or 0):>9.0f}{(r.parameters or 0):>11,}  {r.date}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Run a against run b on the same test images."""
+
+    a: str
+    b: str
+    accuracy_difference: float  # a - b
+    ci95: tuple[float, float]
+    p_value: float  # McNemar's exact test
+    only_a: int  # test images only a gets right
+    only_b: int
+
+
+def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Config differences, per-class accuracies and a paired test for each pair of runs; with out_dir,
+    compare.json and compare.png."""
+    from fmnist.metrics import paired_comparison
+    from fmnist.run import Run
+
+    if len(run_dirs) < 2:
+        raise FmnistError("compare needs at least two run directories")
+    runs = [Run.load(d) for d in run_dirs]
+    sets = []
+    for r in runs:
+        if r.metrics.test is None or r.metrics.test.predictions is None:
+            raise FmnistError(f"{r.dir}: no test_predictions.npz (a run without a test split, or saved by an older "
+                              "fmnist): retrain it to compare")
+        sets.append(json.loads((r.dir / "metrics.json").read_text()).get("test_set"))
+    if len(set(sets)) != 1 or sets[0] is None:
+        raise FmnistError("the runs were tested on different test sets (" + ", ".join(
+            f"{r.dir}: {s or 'unknown'}" for r, s in zip(runs, sets, strict=True)) + "); a paired comparison needs "
+            "the same images")
+    with np.load(Path(runs[0].dir) / "test_predictions.npz", allow_pickle=False) as z:
+        labels = z["labels"]
+    correct = [r.metrics.test.predictions == labels for r in runs]
+    pairs = []
+    for i, j in combinations(range(len(runs)), 2):
+        c = paired_comparison(correct[i], correct[j])
+        pairs.append(Pair(str(runs[i].dir), str(runs[j].dir), c.difference, c.ci95, c.p_value, c.only_a, c.only_b))
+    cfgs = [r.config.to_dict() for r in runs]
+    differ = sorted(k for k in cfgs[0] if len({json.dumps(c.get(k), sort_keys=True) for c in cfgs}) > 1)
+    result = {
+        "runs": [{"dir": str(r.dir), "model": r.config.model, "test_accuracy": r.metrics.test_accuracy,
+                  "per_class_recall": {n: v["recall"] for n, v in r.metrics.test.per_class.items()}} for r in runs],
+        "config_differences": {k: [c.get(k) for c in cfgs] for k in differ},
+        "pairs": [{**p.__dict__, "ci95": list(p.ci95)} for p in pairs],
+        "test_set": sets[0],
+    }
+    if out_dir is not None:
+        out = prepare_out_dir(out_dir, existing="keep")
+        write_json(out / "compare.json", result)
+        from fmnist import plots
+
+        plots.compare_runs([r.history for r in runs], [Path(r.dir).name for r in runs],
+                           [result["runs"][k]["per_class_recall"] for k in range(len(runs))], out / "compare.png")
+    return result
