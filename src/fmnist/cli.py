@@ -128,10 +128,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FmnistError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if args.resume and not args.out:
         raise FmnistError("--resume needs --out DIR: the run directory to continue")
+    if args.mlflow is not None:
+        from fmnist.errors import require_extra
+
+        require_extra("mlflow", "mlflow")
     ds = _load(args)
     out = args.out or default_run_dir(args.preset or args.model)
     run = train_run(config, ds, out, progress=False if args.quiet else None,
-                    existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse")
+                    existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse",
+                    mlflow=args.mlflow)
     print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
     return 130 if run.metrics.interrupted else 0
 
@@ -366,6 +371,9 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted or killed run in --out from its last finished epoch (give the "
                         "same options as when it started)")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                   help="also log the run to MLflow: a tracking URI (e.g. sqlite:///mlflow.db or http://host:5000); "
+                        "without one $MLFLOW_TRACKING_URI or sqlite:///mlflow.db (needs fmnist[mlflow])")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("study", help="the main job: every technique of the reference projects, one report",

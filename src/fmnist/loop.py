@@ -172,14 +172,15 @@ def _frozen_features(model: nn.Module, augment: bool) -> bool:
 
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
         progress: bool | None = None, log: Any = print, on_epoch: Any = None,
-        state_path: str | os.PathLike | None = None, resume: bool = False) -> History:
+        state_path: str | os.PathLike | None = None, resume: bool = False, on_history: Any = None) -> History:
     """Train `model` on `train`, validating on `val` after each epoch. Returns the History.
 
     progress: a bar per epoch (None: only when the output is a terminal or a notebook).
 
     Ctrl-C stops after the current step and returns what was done (History.interrupted). With patience > 0,
     training stops when validation loss has not improved for that many epochs and the best weights are restored.
-    `on_epoch(epoch, val_loss, val_acc)`, if given, is called after each epoch (a tuner prunes from it).
+    `on_epoch(epoch, val_loss, val_acc)`, if given, is called after each epoch (a tuner prunes from it), and
+    `on_history(history)` with the History so far.
     With `state_path`, everything needed to continue (weights, optimizer, step, EMA, random states, history) is
     written there atomically after each epoch; `resume=True` continues from it, and on CPU with the same config
     ends with the same weights as a run that was never stopped.
@@ -321,6 +322,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             log(f"epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
                 + (f"val loss {val_loss:.4f} acc {val_acc:.4f}" if x_va is not None else "(no validation split)")
                 + f"  {hist.seconds[-1]:.1f}s" + ("  (best)" if hist.best_epoch == epoch and x_va is not None else ""))
+            if on_history is not None:  # e.g. an MLflow tracker logging the epoch
+                on_history(hist)
             if on_epoch is not None:
                 on_epoch(epoch, val_loss, val_acc)
             if stop:

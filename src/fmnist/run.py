@@ -193,15 +193,17 @@ def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *
 
 
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
-              progress: bool | None = None, log: Any = print, plots: bool = True, existing: str = "refuse") -> Run:
+              progress: bool | None = None, log: Any = print, plots: bool = True, existing: str = "refuse",
+              mlflow: str | None = None, nested: bool = False) -> Run:
     """Split, train, save and evaluate one model with a given config; returns the Run (metrics.json, etc.).
+
+    mlflow: an MLflow tracking URI (or "" for $MLFLOW_TRACKING_URI / sqlite:///mlflow.db) to log the run to.
 
     existing: what to do when out_dir already holds a run: "refuse", "overwrite" (clear it first) or "resume"
     (continue from its last finished epoch, with the same config).
     """
-    from fmnist import plots as P
     from fmnist.loop import TRAIN_STATE, load_train_state
-    from fmnist.models import count_parameters, create_model
+    from fmnist.models import create_model
 
     if existing not in ("refuse", "overwrite", "resume"):
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
@@ -216,7 +218,23 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
     if existing == "resume":
         load_train_state(out / TRAIN_STATE, config)  # refuses a missing state or other settings
+    from fmnist.tracking import track
+
     prepare_out_dir(out, existing="keep" if existing == "resume" else existing)
+    with track(mlflow, out.name, tags={"model": config.model, "run_dir": out.resolve(), **{
+            f"version.{k}": v for k, v in provenance().items()}}, nested=nested) as tracker:
+        run = _train_in(config, ds, out, model, train, val, progress, log, plots, existing, tracker)
+    return run
+
+
+def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Module, train: Split, val: Split,
+              progress: bool | None, log: Any, plots: bool, existing: str, tracker: Any) -> Run:
+    from fmnist import plots as P
+    from fmnist.loop import TRAIN_STATE
+    from fmnist.models import count_parameters
+
+    if tracker is not None:
+        tracker.params(config.to_dict())
     n_params = count_parameters(model)
     write_json(out / "config.json", {**config.to_dict(), "data": {
         "source": ds.source, "cleaned": ds.cleaned, "train_rows": len(train), "val_rows": len(val),
@@ -227,7 +245,7 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     if plots and config.augment:
         augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
-               resume=existing == "resume")
+               resume=existing == "resume", on_history=tracker.epoch if tracker is not None else None)
     val_accuracy = hist.kept_val_accuracy
     # the out-of-distribution threshold: on the validation split; a run without one uses training images and
     # says so (seen in training, they make the threshold stricter: more false alarms, never fewer)
@@ -257,6 +275,11 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     write_json(out / "metrics.json", {**metrics.to_dict(), **extra, "provenance": provenance()})
     if not hist.interrupted:
         (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
+    if tracker is not None:
+        tracker.metrics({"test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss,
+                         "val_accuracy": metrics.val_accuracy, "train_seconds": metrics.train_seconds,
+                         "parameters": metrics.parameters})
+        tracker.artifacts(out)
     return Run(model, config, hist, metrics, out, ds.class_names)
 
 
