@@ -33,3 +33,24 @@ def test_mlflow_without_the_extra_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(["train", "lenet5", "--limit", "300", "--epochs", "1", "--out", str(tmp_path / "r"),
                  "--mlflow"]) == 2
     assert "pip install 'fmnist[mlflow]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_tuning_trials_and_cv_folds_are_nested_runs(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="fmnist[mlflow] is part of the dev extra scripts/test.sh installs")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--limit", "300", "--test-limit", "100", "--epochs", "1", "--quiet", "--mlflow", uri]
+    assert main(["tune", "lenet5", "--trials", "2", "--out", str(tmp_path / "t"), *common]) == 0
+    assert main(["cv", "lenet5", "--folds", "2", "--out", str(tmp_path / "c"), *common]) == 0
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    tune = next(r for n, r in by_name.items() if n.startswith("tune "))
+    cv = next(r for n, r in by_name.items() if n.startswith("cv "))
+
+    def children(parent):
+        return sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+
+    assert children(tune) == ["best", "trial 0", "trial 1"]  # the trials, and the retrained best configuration
+    assert children(cv) == ["fold 1", "fold 2"]
+    assert "best_val_acc" in tune.data.metrics and by_name["fold 1"].data.metrics["test_accuracy"] >= 0

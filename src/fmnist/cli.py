@@ -120,6 +120,13 @@ def train_config_from_args(model: str, args: argparse.Namespace) -> TrainConfig:
                                  model_params=_parse_sets(args.set), **given)
 
 
+def _check_mlflow(args: argparse.Namespace) -> None:
+    if getattr(args, "mlflow", None) is not None:
+        from fmnist.errors import require_extra
+
+        require_extra("mlflow", "mlflow")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fmnist.run import default_run_dir, train_run
 
@@ -128,10 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FmnistError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if args.resume and not args.out:
         raise FmnistError("--resume needs --out DIR: the run directory to continue")
-    if args.mlflow is not None:
-        from fmnist.errors import require_extra
-
-        require_extra("mlflow", "mlflow")
+    _check_mlflow(args)
     ds = _load(args)
     out = args.out or default_run_dir(args.preset or args.model)
     run = train_run(config, ds, out, progress=False if args.quiet else None,
@@ -187,11 +191,12 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from fmnist.cv import cross_validate, format_cv
 
     config = train_config_from_args(args.model, args)
+    _check_mlflow(args)
     ds = _load(args)
     out = args.out or f"runs/cv-{args.model}"
     summary = cross_validate(config, ds, args.folds, out, repeats=args.repeats, storage=args.storage,
                              study_name=args.study_name, heartbeat=args.heartbeat, timeout=args.timeout,
-                             progress=False if args.quiet else None)
+                             progress=False if args.quiet else None, mlflow=args.mlflow)
     print(format_cv(summary))
     if not summary.complete:
         return 130
@@ -207,11 +212,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not model:
         raise FmnistError(f"search space '{args.space}' names no model: give MODEL")
     config = train_config_from_args(model, args)
+    _check_mlflow(args)
     ds = _load(args)
     out = args.out or f"runs/tune-{config.model}"
     r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
              storage=args.storage, study_name=args.study_name, metric=args.metric, retrain=not args.no_retrain,
-             progress=False if args.quiet else None, heartbeat=args.heartbeat)
+             progress=False if args.quiet else None, heartbeat=args.heartbeat, mlflow=args.mlflow)
     print(f"best {r.metric} {r.best_value:.4f} with {r.best_params} "
           f"({r.n_complete} complete, {r.n_pruned} pruned of {r.target_trials}; this worker ran {r.ran_here})")
     if r.best_run is not None and r.best_run.test_accuracy is not None:
@@ -346,6 +352,10 @@ def _add_run_args(p: argparse.ArgumentParser, out_help: str) -> None:
     _add_train_args(p)
     p.add_argument("--out", metavar="DIR", help=out_help)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                   help="also log to MLflow (trials and folds as nested runs): a tracking URI such as "
+                        "sqlite:///mlflow.db or http://host:5000; without one $MLFLOW_TRACKING_URI or "
+                        "sqlite:///mlflow.db (needs fmnist[mlflow])")
 
 
 def _add_storage_args(p: argparse.ArgumentParser, name_help: str) -> None:
@@ -371,9 +381,6 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted or killed run in --out from its last finished epoch (give the "
                         "same options as when it started)")
-    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
-                   help="also log the run to MLflow: a tracking URI (e.g. sqlite:///mlflow.db or http://host:5000); "
-                        "without one $MLFLOW_TRACKING_URI or sqlite:///mlflow.db (needs fmnist[mlflow])")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("study", help="the main job: every technique of the reference projects, one report",

@@ -15,6 +15,7 @@ from fmnist.data import Dataset, kfold_splits
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
 from fmnist.loop import fit
+from fmnist.tracking import track
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
     count_finished,
@@ -85,7 +86,8 @@ class CVResult:
 
 def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | os.PathLike, repeats: int = 1,
                    storage: str | None = None, study_name: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
-                   timeout: float | None = None, progress: bool | None = None, log: Any = print) -> CVResult:
+                   timeout: float | None = None, progress: bool | None = None, log: Any = print,
+                   mlflow: str | None = None) -> CVResult:
     """Train one model per fold (and per repeat: the k-fold split redrawn with seed + repeat), validate on the
     held-out fold, test each fold's model; write cv.json and plots once every fold is done.
 
@@ -134,10 +136,17 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
         cfg = dataclasses.replace(config, seed=config.seed + r)
         torch.manual_seed(cfg.seed + k)
         model = create_model(cfg.model, num_classes=len(ds.class_names), **cfg.model_params)
-        h = fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=progress, log=log)
-        if h.interrupted:
-            raise KeyboardInterrupt
-        test = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy if ds.test is not None else None
+        with track(mlflow, f"fold {r + 1}.{k}" if repeats > 1 else f"fold {k}", nested=True) as t:
+            if t is not None:
+                t.params({"repeat": r, "fold": k})
+            h = fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=progress, log=log,
+                    on_history=t.epoch if t is not None else None)
+            if h.interrupted:
+                raise KeyboardInterrupt
+            test = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy if ds.test is not None else None
+            if t is not None:
+                t.metrics({"val_accuracy": h.kept_val_accuracy, "test_accuracy": test,
+                           "train_seconds": h.train_seconds})
         res = Fold(r, k, h.train_acc[-1], h.train_loss[-1], h.kept_val_accuracy, h.kept_val_loss, test,
                    h.train_seconds, h.as_dict())
         trial.set_user_attr("result", asdict(res))  # kept in the study: a rerun or another worker reads it back
@@ -146,7 +155,10 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     done = count_finished(study)
     if done:
         log(f"{done} of {total} folds finished earlier (study '{name}' in {redact(url)})")
-    w = run_worker(study, suggest, run, total, unique=True, timeout=timeout, log=log)
+    with track(mlflow, f"cv {name}", tags={"kind": "cv", "study": name}) as parent:
+        if parent is not None:
+            parent.params({**config.to_dict(), "folds": folds, "repeats": repeats})
+        w = run_worker(study, suggest, run, total, unique=True, timeout=timeout, log=log)
     if not w.complete:
         log(f"stopped with {w.finished} of {total} folds finished; run the same command again to continue")
         return CVResult(config.model, folds, repeats, False, w.finished, name, redact(url), [])

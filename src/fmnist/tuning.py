@@ -35,6 +35,7 @@ from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
 from fmnist.loop import fit
+from fmnist.tracking import track
 
 if TYPE_CHECKING:
     from fmnist.run import RunMetrics
@@ -199,7 +200,7 @@ def _sampler(name: str, space: dict, seed: int) -> Any:
 def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike, sampler: str = "tpe",
          trials: int | None = None, timeout: float | None = None, storage: str | None = None,
          study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
-         heartbeat: int = HEARTBEAT_SECONDS, log: Any = print) -> TuneResult:
+         heartbeat: int = HEARTBEAT_SECONDS, log: Any = print, mlflow: str | None = None) -> TuneResult:
     """Run, resume or join a study until it has `trials` finished trials (counting every worker's); then write
     trials.csv, tune.json and plots, and retrain the best configuration once (one worker of a shared study) on the
     same training split, testing it once on the test set.
@@ -208,7 +209,6 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     sampler from its process id so that workers do not draw the same parameters.
     """
     import optuna
-    from optuna.trial import TrialState
 
     check_space(space, base)
     if timeout is not None and not timeout > 0:
@@ -249,11 +249,17 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report)
-        if h.interrupted:
-            raise KeyboardInterrupt
-        # the kept weights' validation figure: what RunMetrics.val_accuracy means everywhere
-        value = h.kept_val_accuracy if metric == "val_acc" else h.kept_val_loss
+        with track(mlflow, f"trial {trial.number}", nested=True) as t:  # a child of this worker's MLflow run
+            if t is not None:
+                t.params({"trial": trial.number, **params})
+            h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report,
+                    on_history=t.epoch if t is not None else None)
+            if h.interrupted:
+                raise KeyboardInterrupt
+            # the kept weights' validation figure: what RunMetrics.val_accuracy means everywhere
+            value = h.kept_val_accuracy if metric == "val_acc" else h.kept_val_loss
+            if t is not None:
+                t.metrics({metric: value, "train_seconds": h.train_seconds})
         trial.set_user_attr("train_seconds", h.train_seconds)
         log(f"trial {trial.number}: {params} -> {metric} {value:.4f} ({h.train_seconds:.0f}s)")
         return value
@@ -262,6 +268,20 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     if done:
         log(f"study '{study_name}' in {redact(url)}: {done} of {trials} trial(s) finished; "
             + ("joining" if done < trials else "nothing left to run"))
+    with track(mlflow, f"tune {study_name}", tags={"kind": "tune", "study": study_name}) as parent:
+        if parent is not None:
+            parent.params({**base.to_dict(), "space": space, "sampler": sampler, "metric": metric, "trials": trials})
+        result = _worker_and_results(study, suggest, run, trials, sampler, timeout, log, out, space, metric,
+                                     base, url, study_name, retrain, ds, progress, mlflow, parent)
+    return result
+
+
+def _worker_and_results(study: Any, suggest: Any, run: Any, trials: int, sampler: str, timeout: float | None,
+                        log: Any, out: Path, space: dict, metric: str, base: TrainConfig, url: str, study_name: str,
+                        retrain: bool, ds: Dataset, progress: bool | None, mlflow: str | None,
+                        parent: Any) -> TuneResult:
+    from optuna.trial import TrialState
+
     w = run_worker(study, suggest, run, trials, unique=sampler == "grid", timeout=timeout, log=log)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if not complete:
@@ -288,12 +308,16 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         holder = claim_once(url, study_name, f"retrain-best-of-{trials}")
         if holder is None:
             log(f"retraining the best configuration {study.best_params} and testing it once")
-            run = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite")
+            run = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite",
+                            mlflow=mlflow, nested=True)
             result = dataclasses.replace(result, best_run=run.metrics, best_run_dir=str(run.dir))
         else:
             log(f"the best configuration is retrained by worker {holder}, not here")
             result = dataclasses.replace(result, best_run_by=holder)
     write_json(out / "tune.json", result.to_dict())
+    if parent is not None:
+        parent.metrics({f"best_{metric}": result.best_value, "n_finished": result.n_finished})
+        parent.mlflow.log_params({f"best.{k}": v for k, v in result.best_params.items()})
     return result
 
 
