@@ -54,3 +54,16 @@ def test_tuning_trials_and_cv_folds_are_nested_runs(tmp_path, monkeypatch):
     assert children(tune) == ["best", "trial 0", "trial 1"]  # the trials, and the retrained best configuration
     assert children(cv) == ["fold 1", "fold 2"]
     assert "best_val_acc" in tune.data.metrics and by_name["fold 1"].data.metrics["test_accuracy"] >= 0
+
+
+def test_tiny_study_logs_its_steps_under_one_run(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow", reason="fmnist[mlflow] is part of the dev extra scripts/test.sh installs")
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["study", "--profile", "tiny", "--out", str(tmp_path / "s"), "--quiet", "--mlflow", uri]) == 0
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
+    (study,) = [r for r in runs if r.info.run_name == "study tiny"]
+    under = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+    assert {"train-cnn_bn", "preset-fast"} <= {r.info.run_name for r in under}
+    assert any(r.info.run_name.startswith("tune ") for r in under)  # the search, its trials nested below it

@@ -230,7 +230,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     from fmnist.study import run_study
 
     out = args.out or f"runs/study-{args.profile}"
-    result = run_study(args.profile, out, args.data, args.test_data, progress=False if args.quiet else None)
+    _check_mlflow(args)
+    result = run_study(args.profile, out, args.data, args.test_data, progress=False if args.quiet else None,
+                       mlflow=args.mlflow)
     print(f"{'technique':<34}{'model':<24}{'test acc':>9}{'95% interval':>17}{'reference':>11}  verdict")
     for r in result.rows:
         ref = f"{r.seed_figure:.2%}" if r.seed_figure is not None else "—"
@@ -396,6 +398,8 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-data", metavar="PATH")
     p.add_argument("--out", metavar="DIR", help="default runs/study-PROFILE")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                   help="also log every step to MLflow, nested under one study run (see `fmnist train --help`)")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) on Optuna",

@@ -203,12 +203,12 @@ def _run_pictures(run_dir: Path, root: Path, misclassified: bool = False) -> lis
 
 
 def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root: Path, reference: tuple | None,
-               progress: bool | None, data_args: list[str]) -> Row:
+               progress: bool | None, data_args: list[str], mlflow: str | None = None) -> Row:
     """Train one model with one config, test it once."""
     from fmnist.run import train_run
 
     sdir = root / "steps" / key
-    run = train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite")
+    run = train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     ref, ref_text = reference or (None, None)
@@ -218,7 +218,7 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
 
 
 def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: Path,
-              progress: bool | None, data_args: list[str]) -> Row:
+              progress: bool | None, data_args: list[str], mlflow: str | None = None) -> Row:
     """Reference project 001's random search (dense width and learning rate of its LeNet-5) on a validation
     split, then the best configuration retrained on all the training data and tested once."""
     from fmnist.run import train_run
@@ -229,12 +229,12 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
     search = config.replace(epochs=profile.tune_epochs)
     t0 = time.perf_counter()
     r = tune(search, tds, SPACES["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
-             log=_quiet)
+             log=_quiet, mlflow=mlflow)
     search_seconds = time.perf_counter() - t0
     if not r.complete:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
         raise KeyboardInterrupt
     best = apply_params(config, r.best_params)
-    run = train_run(best, ds, sdir / "best", progress=progress, log=_quiet, existing="overwrite")
+    run = train_run(best, ds, sdir / "best", progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     limit = ["--limit", str(len(tds.train))] if len(tds.train) < len(ds.train) else []
@@ -254,13 +254,13 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
 
 
 def cv_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: Path, progress: bool | None,
-            data_args: list[str]) -> Row:
+            data_args: list[str], mlflow: str | None = None) -> Row:
     """k-fold cross-validation: one model per fold, each tested once; the row is the mean over folds."""
     from fmnist.cv import cross_validate
     from fmnist.metrics import mean_interval, wilson_interval
 
     sdir = root / "steps" / key
-    s = cross_validate(config, ds, profile.folds, sdir, progress=progress, log=_quiet)
+    s = cross_validate(config, ds, profile.folds, sdir, progress=progress, log=_quiet, mlflow=mlflow)
     if not s.complete:
         raise KeyboardInterrupt
     accs = [f.test_accuracy for f in s.per_fold]
@@ -282,7 +282,7 @@ def cv_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: 
 
 
 def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, progress: bool | None,
-                      data_args: list[str]) -> Row:
+                      data_args: list[str], mlflow: str | None = None) -> Row:
     """A controlled comparison: the same model, recipe, seed and budget with and without augmentation, scored
     on the same test images (paired difference with its interval and McNemar's test)."""
     from fmnist.inference import numpy_logits
@@ -296,7 +296,7 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
         if arm == "without" and (earlier / "metrics.json").exists() and Run.load(earlier).config == cfg:
             run = Run.load(earlier)  # training is deterministic: the same config gives the same model
         else:
-            run = train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite")
+            run = train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
         pred = numpy_logits(run.model, ds.test.images, tta=cfg.tta).argmax(1)
         arms[arm] = (run, cfg, pred == ds.test.labels)
     (w_run, w_cfg, w_ok), (o_run, o_cfg, o_ok) = arms["with"], arms["without"]
@@ -358,7 +358,7 @@ class StudyResult:
                 "source": self.source, "provenance": self.provenance}
 
 
-def plan(profile: Profile, data_args: list[str]) -> list[Step]:
+def plan(profile: Profile, data_args: list[str], mlflow: str | None = None) -> list[Step]:
     """The steps of a study, in the order of the table."""
     from fmnist.models import model_info
     from fmnist.presets import get_preset
@@ -372,35 +372,47 @@ def plan(profile: Profile, data_args: list[str]) -> list[Step]:
         cfg = recipe(m, profile)
         steps.append(Step(f"train-{m}", f"reference recipe: {m}",
                           lambda ds, root, pr, k=f"train-{m}", c=cfg, r=ref(m):
-                          train_step(k, "reference recipe", c, ds, root, r, pr, data_args)))
+                          train_step(k, "reference recipe", c, ds, root, r, pr, data_args, mlflow)))
     tcfg = recipe("lenet5_tuned", profile)
     steps.append(Step("tune-lenet5_tuned", "tuning: lenet5_tuned",
-                      lambda ds, root, pr: tune_step("tune-lenet5_tuned", tcfg, ds, profile, root, pr, data_args)))
+                      lambda ds, root, pr: tune_step("tune-lenet5_tuned", tcfg, ds, profile, root, pr, data_args,
+                                                     mlflow)))
     ccfg = recipe(profile.cv_model, profile, **({"epochs": profile.cv_epochs} if profile.cv_epochs else {}))
     steps.append(Step(f"cv-{profile.cv_model}", f"{profile.folds}-fold cross-validation: {profile.cv_model}",
-                      lambda ds, root, pr: cv_step(f"cv-{profile.cv_model}", ccfg, ds, profile, root, pr, data_args)))
+                      lambda ds, root, pr: cv_step(f"cv-{profile.cv_model}", ccfg, ds, profile, root, pr, data_args,
+                                                   mlflow)))
     acfg = recipe(profile.augment_model, profile,
                   **({"epochs": profile.augment_epochs} if profile.augment_epochs else {}))
     steps.append(Step(f"augment-{profile.augment_model}", f"augmentation: {profile.augment_model}",
                       lambda ds, root, pr: augmentation_step(f"augment-{profile.augment_model}", acfg, ds, root, pr,
-                                                             data_args)))
+                                                             data_args, mlflow)))
     for m in profile.transfer:
         cfg = recipe(m, profile)
         steps.append(Step(f"transfer-{m}", f"transfer learning: {m}",
                           lambda ds, root, pr, k=f"transfer-{m}", c=cfg:
-                          train_step(k, "transfer learning", c, ds, root, TRANSFER_REFERENCE, pr, data_args)))
+                          train_step(k, "transfer learning", c, ds, root, TRANSFER_REFERENCE, pr, data_args, mlflow)))
     p = get_preset(profile.preset)
     pcfg = p.train_config(**({"epochs": min(p.train_config().epochs, profile.preset_epochs)}
                              if profile.preset_epochs else {}))
     steps.append(Step(f"preset-{p.name}", f"fmnist preset {p.name}: {p.model}",
                       lambda ds, root, pr: train_step(f"preset-{p.name}", f"fmnist preset {p.name}", pcfg, ds, root,
-                                                      None, pr, data_args)))
+                                                      None, pr, data_args, mlflow)))
     return steps
 
 
 def run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None = None,
-              test_data: str | None = None, progress: bool | None = None, log: Any = print) -> StudyResult:
-    """Run (or resume) every step of the study; write results.json and report.html."""
+              test_data: str | None = None, progress: bool | None = None, log: Any = print,
+              mlflow: str | None = None) -> StudyResult:
+    """Run (or resume) every step of the study; write results.json and report.html (and, with an MLflow URI, log
+    each step's runs as nested runs of one study run)."""
+    from fmnist.tracking import track
+
+    with track(mlflow, f"study {profile_name}", tags={"kind": "study", "out": Path(out_dir).resolve()}):
+        return _run_study(profile_name, out_dir, data, test_data, progress, log, mlflow)
+
+
+def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, test_data: str | None,
+               progress: bool | None, log: Any, mlflow: str | None) -> StudyResult:
     from fmnist.data import load_dataset
     from fmnist.data.report import describe_data
     from fmnist.run import provenance
@@ -424,7 +436,7 @@ def run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None = 
     audit = {"rows_kept": {s: report[s]["rows_kept"] for s in ("train", "test") if s in report},
              "train_test_overlap": report["train_test_overlap"],
              "pictures": [f"steps/data/{p}" for p in report["pictures"]]}
-    steps = plan(profile, data_args)
+    steps = plan(profile, data_args, mlflow)
     rows: list[Row] = []
     skipped: list[dict[str, str]] = []
     for i, step in enumerate(steps, start=1):

@@ -64,6 +64,7 @@ def track(uri: str | None, run_name: str, tags: dict[str, Any] | None = None, ne
     require_extra("mlflow", "mlflow")
     import mlflow
 
+    nested = nested or mlflow.active_run() is not None  # inside a study's or a search's run: a child of it
     if not nested:
         mlflow.set_tracking_uri(resolve_uri(uri))
         try:
