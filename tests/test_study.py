@@ -23,11 +23,15 @@ def test_tiny_study_writes_strict_rows_and_a_report_without_nan(tmp_path, capsys
         check_command(row, out)
     assert {row["model"]: row["seed_figure"] for row in r["rows"] if row["technique"] == "reference recipe"}[
         "cnn_bn"] == 0.9137
+    paired = {c["key"]: c for c in r["paired_with_preset"]}  # every one-model row against the preset, paired
+    assert {"train-cnn_bn", "tune-lenet5_tuned", "augment-cnn_basic"} <= set(paired)
+    for c in paired.values():
+        assert 0 <= c["p_value"] <= 1 and c["ci95"][0] <= c["accuracy_difference"] <= c["ci95"][1]
     page = (out / "report.html").read_text()
     import re
 
     text = re.sub(r'src="data:image/png;base64,[^"]*"', "", page)  # the pictures' bytes are no words
-    assert not re.search(r"\bnan\b", text, flags=re.I) and "Verdict" in page
+    assert not re.search(r"\bnan\b", text, flags=re.I) and "Verdict" in page and "against fmnist's preset" in page
     assert page.count("data:image/png;base64,") >= 10 and 'src="http' not in page
     assert (out / "report.html").stat().st_size < 3e6
     capsys.readouterr()

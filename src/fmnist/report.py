@@ -92,6 +92,17 @@ def write_report(result: StudyResult, out: Path) -> Path:
     for s in result.skipped:
         parts.append(f"<p class='skipped'>Skipped {html.escape(s['title'])}: {html.escape(s['skipped'])}</p>")
     parts.append(_img(out / "accuracy_vs_time.png", "test accuracy against training time"))
+    if result.paired:
+        parts.append("<h3>Each row against fmnist's preset, on the same test images</h3><p>The images exactly one "
+                     "of the two models gets right decide: the difference with its 95% interval, and McNemar's exact "
+                     "test.</p><table><tr><th class='l'>row</th><th>difference</th><th>95% interval</th>"
+                     "<th>McNemar p</th><th>right only here / only the preset</th></tr>")
+        for c in result.paired:
+            parts.append(f"<tr><td class='l'>{html.escape(c['technique'])}: {html.escape(c['model'])}</td>"
+                         f"<td>{100 * c['accuracy_difference']:+.2f}</td><td>{100 * c['ci95'][0]:+.2f} – "
+                         f"{100 * c['ci95'][1]:+.2f}</td><td>{c['p_value']:.2g}</td>"
+                         f"<td>{c['only_this']} / {c['only_preset']}</td></tr>")
+        parts.append("</table>")
 
     parts.append("<h2 id='data'>Data audit</h2>"
                  f"<p>Rows kept: {', '.join(f'{k} {v:,}' for k, v in result.data['rows_kept'].items())}; "

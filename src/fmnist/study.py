@@ -109,6 +109,7 @@ class Row:
     val_accuracy: float | None = None  # kept weights on the run's validation split; None without one
     details: dict[str, Any] = field(default_factory=dict)  # what else the technique measured
     pictures: list[str] = field(default_factory=list)  # PNGs of the step, relative to the study directory
+    run_dir: str | None = None  # the run whose test predictions the row reports (relative); None for CV's 5 models
 
     @property
     def difference(self) -> float | None:
@@ -214,7 +215,8 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
     ref, ref_text = reference or (None, None)
     return Row(key, technique, config.model, m.test_accuracy, ci, how, ref, ref_text, verdict(ci, ref),
                m.train_seconds, m.parameters, command_for(config, data=data_args), describe(config),
-               m.val_accuracy, pictures=_run_pictures(sdir, root, misclassified=technique.startswith("fmnist")))
+               m.val_accuracy, pictures=_run_pictures(sdir, root, misclassified=technique.startswith("fmnist")),
+               run_dir=str(sdir.relative_to(root)))
 
 
 def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: Path,
@@ -250,7 +252,8 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
                                         "search_rows": len(tds.train), "search_epochs": profile.tune_epochs,
                                         "best_search_val_accuracy": r.best_value, "search_seconds": search_seconds},
                pictures=[str(p.relative_to(root)) for p in (sdir / "optimization_history.png", sdir / "params.png")
-                         if p.exists()] + _run_pictures(sdir / "best", root))
+                         if p.exists()] + _run_pictures(sdir / "best", root),
+               run_dir=str((sdir / "best").relative_to(root)))
 
 
 def cv_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: Path, progress: bool | None,
@@ -314,7 +317,34 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
                         "with_test_accuracy": w_run.metrics.test_accuracy, "difference": cmp.difference,
                         "difference_ci95": list(cmp.ci95), "mcnemar_p": cmp.p_value, "only_with": cmp.only_a,
                         "only_without": cmp.only_b, "epochs": config.epochs},
-               pictures=_run_pictures(sdir / "with", root) + _run_pictures(o_run.dir, root)[:1])
+               pictures=_run_pictures(sdir / "with", root) + _run_pictures(o_run.dir, root)[:1],
+               run_dir=str((sdir / "with").relative_to(root)))
+
+
+def paired_with_preset(rows: list[Row], root: Path) -> list[dict[str, Any]]:
+    """Each row against the fmnist preset's row on the same test images: the accuracy difference, its interval
+    and McNemar's p (rows of one model each, whose runs kept their test predictions)."""
+    from fmnist.metrics import paired_comparison
+
+    def correct(row: Row) -> np.ndarray | None:
+        f = root / row.run_dir / "test_predictions.npz" if row.run_dir else None
+        if f is None or not f.is_file():
+            return None
+        with np.load(f, allow_pickle=False) as z:
+            return z["predicted"] == z["labels"]
+
+    preset = next((r for r in rows if r.technique.startswith("fmnist preset")), None)
+    ref = correct(preset) if preset else None
+    out = []
+    for r in rows:
+        mine = correct(r) if r is not preset else None
+        if ref is None or mine is None or len(mine) != len(ref):
+            continue
+        c = paired_comparison(mine, ref)
+        out.append({"key": r.key, "technique": r.technique, "model": r.model, "vs": preset.key,
+                    "accuracy_difference": c.difference, "ci95": list(c.ci95), "p_value": c.p_value,
+                    "only_this": c.only_a, "only_preset": c.only_b})
+    return out
 
 
 def _quiet(*_: Any) -> None:  # the study prints its own step lines
@@ -347,6 +377,7 @@ class StudyResult:
     data: dict[str, Any]  # the data audit's summary and pictures
     rows: list[Row]
     skipped: list[dict[str, str]]  # steps that could not run here, and why
+    paired: list[dict[str, Any]]  # each row against fmnist's preset on the same test images (McNemar)
     seconds: float
     source: str
     provenance: dict[str, Any]
@@ -354,7 +385,8 @@ class StudyResult:
     def to_dict(self) -> dict[str, Any]:
         """results.json's content."""
         return {"profile": dataclasses.asdict(self.profile), "data": self.data,
-                "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "seconds": self.seconds,
+                "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "paired_with_preset": self.paired,
+                "seconds": self.seconds,
                 "source": self.source, "provenance": self.provenance}
 
 
@@ -463,7 +495,8 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
         log(f"  test accuracy {row.test_accuracy:.2%} [{row.ci95[0]:.2%}, {row.ci95[1]:.2%}]"
             + (f", reference {row.seed_figure:.2%}: {row.verdict}" if row.seed_figure else f"; {row.verdict}")
             + f" ({row.train_seconds:.0f} s)")
-    result = StudyResult(profile, audit, rows, skipped, time.perf_counter() - t0, full.source, provenance())
+    result = StudyResult(profile, audit, rows, skipped, paired_with_preset(rows, out), time.perf_counter() - t0,
+                         full.source, provenance())
     write_json(out / "results.json", result.to_dict())
     from fmnist.report import write_report
 
