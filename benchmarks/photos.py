@@ -33,7 +33,8 @@ def make_photo(img: np.ndarray, rng: np.random.Generator) -> bytes:
     canvas[top:top + side, left:left + side] = region * (1 - ink)  # dark article: light pixels of the original
     canvas += rng.normal(0, 3, canvas.shape)
     buf = io.BytesIO()
-    Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=int(rng.integers(40, 96)))
+    quality = int(rng.integers(40, 96))
+    Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -59,8 +60,8 @@ def main() -> int:
         t = time.perf_counter()
         seen = np.stack([image_to_array(p, preprocess=mode) for p in photos])
         acc = (np.array(pred.predict(seen)) == np.array([ds.class_names[y] for y in labels])).mean()
-        print(f"  as photos, --preprocess {mode}: accuracy {acc:.2%} ({1000 * (time.perf_counter() - t) / len(idx):.1f} "
-              "ms a photo)")
+        ms = 1000 * (time.perf_counter() - t) / len(idx)
+        print(f"  as photos, --preprocess {mode}: accuracy {acc:.2%} ({ms:.1f} ms a photo)")
         if a.save and mode == "dataset":
             from pathlib import Path
 

@@ -9,7 +9,7 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   export FMNIST_APT_EXTRA="${FMNIST_APT_EXTRA:-} postgresql"
 fi
 bash scripts/setup.sh dev
-.venv/bin/ruff check src tests
+.venv/bin/ruff check src tests benchmarks
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
