@@ -182,28 +182,6 @@ def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: 
     return _done(fig, path)
 
 
-def bar_compare(names: Sequence[str], values: Sequence[float], path: PathLike | None = None,
-                xlabel: str = "test accuracy",
-                reference: dict[str, float] | None = None, title: str = "") -> Figure:
-    """Horizontal bars of one metric per entry, with optional reference marks (e.g. a reference project's figure)."""
-    fig = _figure(8, 0.45 * len(names) + 1.2)
-    ax = fig.subplots()
-    y = np.arange(len(names))
-    bars = ax.barh(y, values, color="tab:blue", label="fmnist")
-    ax.bar_label(bars, labels=[f"{v:.2%}" for v in values], fontsize=8, padding=2)
-    if reference:
-        for i, n in enumerate(names):
-            if n in reference:
-                ax.plot(reference[n], i, "r|", ms=18, mew=2, label="reference figure" if i == 0 else None)
-    lo = min(list(values) + list((reference or {}).values()) + [1.0])
-    ax.set_xlim(max(0.0, lo - 0.05), 1.0)
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    return _done(fig, path)
-
-
 def fold_bars(per_fold: Sequence[Any], path: PathLike | None = None, title: str = "") -> Figure:
     """Validation loss and accuracy (and test accuracy) per fold (cv.Fold results), with the mean as a line."""
     fig = _figure(10, 3.6)
