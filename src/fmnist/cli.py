@@ -449,7 +449,9 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", metavar="FILE", nargs="+")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="dark-on-light photos need inverting: auto decides from the image border")
-    p.add_argument("--preprocess", choices=("dataset", "fit", "none"), default="dataset",
+    from fmnist.predict import PREPROCESS
+
+    p.add_argument("--preprocess", choices=PREPROCESS, default="dataset",
                    help="pictures: dataset (default) prepares them as Fashion-MNIST's were made from shop photos: "
                         "trim the background, longest edge to 28, sharpen, centre; fit: the whole picture fitted "
                         "into 28x28; none: resized to 28x28. 28x28 pictures are used as they are")

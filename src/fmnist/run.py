@@ -4,6 +4,7 @@ split (the one place accuracy on a test set is computed)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -117,6 +118,11 @@ class Run:
 
 def provenance() -> dict:
     """Library versions, machine and git revision, saved with every result."""
+    return dict(_provenance())
+
+
+@functools.cache
+def _provenance() -> dict:  # once per process: it cannot change, and the git call is a subprocess
     import sklearn
     import torchvision
 

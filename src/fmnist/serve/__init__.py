@@ -160,18 +160,19 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         return JSONResponse({"detail": "invalid request: " + "; ".join(str(x.get("msg")) for x in e.errors())},
                             status_code=422)
 
-    def _answer(logits: np.ndarray, image: np.ndarray, notes: list[str] | None = None, show: bool = True) -> dict:
+    def _answers(logits: np.ndarray, images: np.ndarray, show: bool) -> list[dict]:
+        """One answer per image; softmax and the unusual-picture warnings computed for the whole batch at once."""
         from fmnist.metrics import softmax
 
-        probs = softmax(logits[None])[0]
-        i = int(probs.argmax())
-        out = {"label": names[i], "index": i, "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
-               # a sentence when the picture looks unlike the training data (blank, or an unusual energy score)
-               "warning": predictor.warnings(image[None], logits[None])[0]}
-        if show:
-            out["image"] = image.tolist()  # the 28x28 the model saw
-        if notes:
-            out["notes"] = notes  # what was done to read the input, e.g. 0..1 floats scaled to 0..255
+        out = []
+        # warning: a sentence when the picture looks unlike the training data (blank, or an unusual energy score)
+        for probs, image, warning in zip(softmax(logits), images, predictor.warnings(images, logits), strict=True):
+            i = int(probs.argmax())
+            a = {"label": names[i], "index": i,
+                 "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)}, "warning": warning}
+            if show:
+                a["image"] = image.tolist()  # the 28x28 the model saw
+            out.append(a)
         return out
 
     async def _images(request: Request, batch: bool) -> tuple[np.ndarray, list[str]]:
@@ -235,17 +236,17 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     @app.post("/predict", summary="Classify one image (multipart field `file`, or JSON {\"pixels\": ...})")
     async def predict(request: Request) -> dict:
         x, notes = await _images(request, batch=False)
-        logits = await batcher.logits(x)
-        return _answer(logits[0], x[0], notes)
+        answer = _answers(await batcher.logits(x), x, show=True)[0]
+        if notes:
+            answer["notes"] = notes  # what was done to read the input, e.g. 0..1 floats scaled to 0..255
+        return answer
 
     @app.post("/predict/batch", summary="Classify many images (multipart fields `files`, or JSON pixels list)")
     async def predict_batch(request: Request) -> dict:
         x, notes = await _images(request, batch=True)
         if len(x) > MAX_BATCH:
             raise FmnistError(f"{len(x)} images in one batch; the limit is {MAX_BATCH}")
-        logits = await batcher.logits(x)
-        return {"predictions": [_answer(lg, img, show=False) for lg, img in zip(logits, x, strict=True)],
-                **({"notes": notes} if notes else {})}
+        return {"predictions": _answers(await batcher.logits(x), x, show=False), **({"notes": notes} if notes else {})}
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
