@@ -226,9 +226,9 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
         load_train_state(out / TRAIN_STATE, config)  # refuses a missing state or other settings
     from fmnist.tracking import track
 
-    prepare_out_dir(out, existing="keep" if existing == "resume" else existing)
     with track(mlflow, out.name, tags={"model": config.model, "run_dir": out.resolve(), **{
             f"version.{k}": v for k, v in provenance().items()}}, nested=nested) as tracker:
+        prepare_out_dir(out, existing="keep" if existing == "resume" else existing)  # after the store opened
         run = _train_in(config, ds, out, model, train, val, progress, log, plots, existing, tracker)
     return run
 

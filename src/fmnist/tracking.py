@@ -71,6 +71,6 @@ def track(uri: str | None, run_name: str, tags: dict[str, Any] | None = None, ne
             mlflow.set_experiment(EXPERIMENT)
         except Exception as e:  # noqa: BLE001  (MlflowException, SQLAlchemy errors, unreachable servers)
             raise FmnistError(f"cannot open the MLflow store {resolve_uri(uri)}: "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
     with mlflow.start_run(run_name=run_name, nested=nested, tags={k: str(v) for k, v in (tags or {}).items()}) as r:
         yield Tracker(mlflow, r)
