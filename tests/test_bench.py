@@ -45,3 +45,14 @@ def test_bench_bad_settings_are_one_line_before_any_table(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert msg in err and "params" not in out
     assert not (tmp_path / "b.json").exists()
+
+
+def test_time_to_seed_figure_on_a_tiny_setting(tmp_path, capsys):
+    out = tmp_path / "seed.json"
+    assert main(["bench", "--time-to-seed", "--timed-epochs", "1", "--limit", "256", "--test-limit", "64",
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["target"] == 0.9137 and r["reference_recipe"]["epochs"] == 50 and r["preset"] == "fast"
+    assert r["reference_seconds_estimated"] == r["reference_seconds_per_epoch"] * 50 > 0
+    assert "estimated" in r["note"] and "time to 91.37% test accuracy" in capsys.readouterr().out
+    assert main(["bench", "--time-to-seed", "--time-to-accuracy", "--limit", "64", "--out", str(out)]) == 2

@@ -66,6 +66,10 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
                                    timeout=15000)
             assert page.text_content("#label") == "Trouser"
             assert page.locator("#bars .bar").count() == 10
+            assert page.text_content("#set").startswith("90% prediction set: ")
+            page.click("#why")  # the heatmap of what drove the prediction
+            page.wait_for_selector("#heat", state="visible", timeout=15000)
+            assert "Red: the pixels that drove “Trouser” (gradcam)" in page.text_content("#why-note")
             page.screenshot(path=str(tmp_path / "page.png"))
             # a phone-size photo (over the server's 5 MB limit as it is): scaled down in the browser, then the
             # same label as `fmnist predict` on the file

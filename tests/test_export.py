@@ -13,6 +13,12 @@ def test_onnx_export_agrees_with_pytorch(trained_run, small_ds, tmp_path):
     a = Predictor(run_dir).predict_proba(small_ds.test.images[:200])
     b = Predictor(run_dir, backend="onnx").predict_proba(small_ds.test.images[:200])
     assert (a.argmax(1) == b.argmax(1)).mean() >= 0.999 and np.abs(a - b).max() < 1e-3
+    # the file alone gives calibrated probabilities: the run's temperature is inside it
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = ((small_ds.test.images[:200, None] / 255.0 - 0.2860) / 0.3530).astype(np.float32)
+    assert np.abs(session.run(["probabilities"], {"input": x})[0] - a).max() < 1e-3
 
 
 def test_export_into_an_existing_directory(trained_run, tmp_path, capsys):
@@ -21,3 +27,23 @@ def test_export_into_an_existing_directory(trained_run, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["export", str(trained_run.dir), "--out", str(tmp_path / "f" / "m.onnx")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_int8_export_compares_with_fp32_and_serves(trained_run, small_ds, tmp_path, capsys):
+    import json
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.dir, run_dir)
+    assert main(["export", str(run_dir), "--quantize", "int8", "--limit", "200", "--test-limit", "300",
+                 "--check", "0", "--calibration-images", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "model.int8.onnx" in out and "batch-1 latency" in out
+    r = json.loads((run_dir / "int8.json").read_text())
+    assert r["n"] == 300 and abs(r["accuracy_drop_points"]) < 5 and r["int8"]["megabytes"] < r["fp32"]["megabytes"]
+    p = Predictor(run_dir, backend="onnx")
+    assert p.onnx.path.name == "model.int8.onnx"
+    agree = (p.predict_proba(small_ds.test.images).argmax(1) == Predictor(run_dir).predict_proba(
+        small_ds.test.images).argmax(1)).mean()
+    assert agree > 0.95
+    assert main(["export", str(run_dir), "--format", "torchscript", "--quantize", "int8"]) == 2

@@ -99,3 +99,29 @@ def test_unusual_pictures_get_a_warning(trained_run, small_ds):
     assert "nothing stands out" in pred.warnings(blank)[0]
     p = pred.predictions(blank, ["blank"])[0]
     assert p.warning and p.label in pred.class_names  # still a label, but said to mean little
+
+
+def test_predictions_carry_calibrated_probabilities_and_sets(trained_run, small_ds, tmp_path, capsys):
+    from fmnist.metrics import softmax
+
+    pred = fmnist.Predictor.from_run(trained_run.dir)
+    x = small_ds.test.images[:50]
+    t = pred.calibration.temperature
+    assert np.allclose(pred.predict_proba(x), softmax(pred.logits(x) / t))
+    sets = pred.predict_set(x)
+    assert all(p in s for p, s in zip(pred.predict(x), sets, strict=True) if s)  # a set holds the top class
+    np.save(tmp_path / "x.npy", x[:3])
+    assert main(["predict", str(trained_run.dir), str(tmp_path / "x.npy"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["set"] for o in out] == sets[:3]
+    assert main(["predict", str(trained_run.dir), str(tmp_path / "x.npy")]) == 0
+    assert "90% set: " in capsys.readouterr().out  # "Shirt or T-shirt/top", or "none" when no class is sure enough
+
+
+def test_explain_command_writes_a_heatmap_per_image(trained_run, small_ds, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", small_ds.test.images[:2])
+    assert main(["explain", str(trained_run.dir), str(tmp_path / "x.npy"), "--out", str(tmp_path / "ex")]) == 0
+    written = sorted(p.name for p in (tmp_path / "ex").iterdir())
+    assert written == ["x.npy_0_.explain.png", "x.npy_1_.explain.png"] and "->" in capsys.readouterr().out
+    assert main(["explain", str(trained_run.dir), str(tmp_path / "nope.png"), "--out", str(tmp_path / "e2")]) == 2
+    assert "nope.png: no such file" in capsys.readouterr().err and not (tmp_path / "e2").exists()

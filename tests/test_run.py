@@ -48,12 +48,14 @@ def test_train_a_preset_by_name(tmp_path, capsys):
                  "--quiet"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == "resnet_fm_small" and cfg["tta"] and cfg["epochs"] == 1  # the option beats the preset
-    assert cfg["val_fraction"] == 0 and cfg["data"]["train_rows"] == 300 and cfg["data"]["val_rows"] == 0
+    # presets hold out 5% to calibrate probabilities and prediction sets
+    assert cfg["val_fraction"] == 0.05 and cfg["data"]["train_rows"] == 285 and cfg["data"]["val_rows"] == 15
     assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1
     capsys.readouterr()
     assert main(["train", "lenet5", "--preset", "nope", "--limit", "100", "--out", str(tmp_path / "x")]) == 2
     assert "preset 'nope' unknown; choose from fast, best, max" in capsys.readouterr().err
-    assert main(["train", "fast", "--patience", "2", "--limit", "100", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "fast", "--patience", "2", "--val-fraction", "0", "--limit", "100", "--out",
+                 str(tmp_path / "y")]) == 2
     assert "patience (early stopping) needs a validation split" in capsys.readouterr().err
 
 

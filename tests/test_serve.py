@@ -57,6 +57,23 @@ def test_predict_image_json_batch_and_info(client, small_ds):
     assert m["name"] == "cnn_basic" and len(m["classes"]) == 10 and m["parameters"] == 225034
     assert client.get("/docs").status_code == 200 and "/predict" in client.get("/openapi.json").json()["paths"]
     assert "<canvas" in client.get("/").text
+    assert isinstance(body["set"], list) and body["set_level"] == 0.9  # the run holds a calibration
+
+
+def test_explain_endpoint_returns_a_heatmap(client, small_ds):
+    img = small_ds.test.images[0]
+    r = client.post("/explain", json={"pixels": img.tolist()})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    heat = np.array(body["heatmap"])
+    assert heat.shape == (28, 28) and 0 <= heat.min() and heat.max() <= 1 and body["method"] == "gradcam"
+    assert body["target"] == body["label"]
+    other = client.post("/explain", params={"target": "Bag", "method": "integrated_gradients"},
+                        json={"pixels": img.tolist()}).json()
+    assert other["target"] == "Bag" and other["method"] == "integrated_gradients"
+    bad = client.post("/explain", params={"target": "Hat"}, json={"pixels": img.tolist()})
+    assert bad.status_code == 400 and "target must be a class name" in bad.json()["detail"]
+    assert client.post("/explain", params={"method": "x"}, json={"pixels": img.tolist()}).status_code == 400
 
 
 def _bomb():

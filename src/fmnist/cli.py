@@ -149,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fmnist.run import evaluate_run
 
     ds = _load(args)
-    m = evaluate_run(args.run_dir, ds, args.out)
+    m = evaluate_run(args.run_dir, ds, args.out, embedding=not args.no_embedding)
     print(f"{args.run_dir} on {ds.source} ({m.split}, {m.n:,} images): accuracy {m.accuracy:.4f}, "
           f"loss {m.loss:.4f}, macro F1 {m.macro_f1:.4f}")
     print(f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
@@ -157,12 +157,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{name:<14}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>9}")
     print("most confused: " + "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
                                         for p in m.most_confused))
+    from fmnist.run import describe_trust
+
+    print(describe_trust(m))
+    out = args.out or f"{args.run_dir}/evaluation"
+    print(f"wrote {out}: metrics.json, confusion_matrix.png, misclassified.png (with heatmaps), reliability.png"
+          + (", embedding.png" if not args.no_embedding else ""))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.files import dumps
-    from fmnist.predict import Predictor, load_inputs
+    from fmnist.predict import Predictor, describe_set, load_inputs
 
     predictor = Predictor(args.run_dir, backend=args.backend)
     results, failed = [], 0
@@ -180,11 +186,66 @@ def cmd_predict(args: argparse.Namespace) -> int:
             results.append(p)
             if not args.json:
                 print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3))
+                      + (f"  [{describe_set(p.set, predictor.calibration.level)}]" if p.set is not None else "")
                       + (f"  (warning: {p.warning})" if p.warning else ""))
     if args.json:
         print(dumps([{"file": p.name, "label": p.label, "index": p.index, "top3": p.top(3),
-                           "probabilities": p.probabilities, "warning": p.warning} for p in results]), end="")
+                      "probabilities": p.probabilities, "set": p.set, "warning": p.warning} for p in results]), end="")
     return 2 if failed else 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fmnist.run import calibrate_run
+
+    if not 0 < args.level < 1:
+        raise FmnistError(f"--level must be between 0 and 1 (e.g. 0.9), got {args.level}")
+    ds = _load(args)
+    cal = calibrate_run(args.run_dir, ds, level=args.level)
+    print(f"{args.run_dir}: temperature {cal.temperature:.3f}; {cal.level:.0%} prediction sets keep classes with "
+          f"calibrated probability >= {1 - cal.threshold:.4f} (fitted on the {cal.fitted_on})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from fmnist.explain import explain_files
+    from fmnist.files import prepare_out_dir
+    from fmnist.predict import Predictor, load_inputs
+
+    predictor = Predictor(args.run_dir)
+    images, names, notes = [], [], []
+    for f in args.files:  # every input is read (and refused) before anything is written
+        x, n = load_inputs(f, invert=args.invert, notes=notes, preprocess=args.preprocess)
+        images.append(x)
+        names += n
+    out = prepare_out_dir(args.out or f"{args.run_dir}/explain", existing="keep")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    import numpy as np
+
+    x = np.concatenate(images)
+    probs = predictor.predict_proba(x)
+    sets = predictor.calibration.sets(probs) if predictor.calibration else None
+    paths = explain_files(predictor.model, x, names, predictor.class_names, probs, out, method=args.method,
+                          sets=sets, level=predictor.calibration.level if predictor.calibration else None)
+    for name, p, path in zip(names, probs, paths, strict=True):
+        print(f"{name}: {predictor.class_names[int(p.argmax())]} {p.max():.1%} -> {path}")
+    return 0
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from fmnist.labels import find_label_issues, format_issues
+
+    config = train_config_from_args(args.model, args)
+    if args.folds < 2:
+        raise FmnistError(f"--folds must be at least 2, got {args.folds}")
+    ds = _load(args)
+    out = args.out or "runs/labels"
+    result = find_label_issues(config, ds, out, folds=args.folds, retrain=args.retrain, storage=args.storage,
+                               progress=False if args.quiet else None, study_name=args.study_name,
+                               heartbeat=args.heartbeat, timeout=args.timeout)
+    print(format_issues(result))
+    print(f"wrote {out}/label_issues.csv, suspects.png and summary.json")
+    return 0
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
@@ -281,14 +342,41 @@ def cmd_export(args: argparse.Namespace) -> int:
         from fmnist.errors import require_extra
 
         require_extra("export", "onnx", "onnxruntime")
+    if args.quantize and (args.format != "onnx" or args.out is not None):
+        raise FmnistError("--quantize int8 writes RUN_DIR/model.int8.onnx beside model.onnx: give --format onnx "
+                          "and no --out")
+    if args.calibration_images < 1:
+        raise FmnistError(f"--calibration-images must be at least 1, got {args.calibration_images}")
+    ds = _load(args) if args.quantize or (args.format == "onnx" and args.check and args.out is None) else None
     path = export(args.run_dir, args.format, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    if args.format == "onnx" and args.check and args.out is None:
-        ds = _load(args)
+    if ds is not None and args.check:
         split = ds.test if ds.test is not None else ds.train
         a = agreement(args.run_dir, split.images[:args.check])
         print(f"onnxruntime vs PyTorch on {a['n']:,} images: same prediction {a['same_prediction']:.4%}, "
               f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
+    if args.quantize:
+        from fmnist.export import compare_int8, quantize_int8
+        from fmnist.files import write_json
+        from fmnist.inference import load_checkpoint
+
+        q = quantize_int8(args.run_dir, ds.train.images[:args.calibration_images])
+        n_cal = min(args.calibration_images, len(ds.train))
+        print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB; activation ranges from {n_cal:,} training images); "
+              "`--backend onnx` now uses it")
+        split = ds.test if ds.test is not None else ds.train
+        tta = bool(load_checkpoint(args.run_dir)[1].get("config", {}).get("tta"))
+        r = compare_int8(args.run_dir, split.images, split.labels, tta=tta)
+        write_json(q.parent / "int8.json", r)
+        f, i = r["fp32"], r["int8"]
+        print(f"{'':<6}{'accuracy':>10}{'batch-1 latency':>17}{'batch-1024':>16}{'size':>9}")
+        for name, v in (("fp32", f), ("int8", i)):
+            print(f"{name:<6}{v['accuracy']:>10.2%}{v['latency_ms_batch1']:>14.3f} ms{v['images_per_second']:>10,.0f} "
+                  f"img/s{v['megabytes']:>6.1f} MB")
+        verdict = "within" if r["accuracy_drop_points"] <= 0.3 else "OVER"
+        print(f"int8 on {r['n']:,} {'test' if ds.test is not None else 'training'} images: accuracy "
+              f"{-r['accuracy_drop_points']:+.2f} points ({verdict} the 0.3-point budget), batch-1 latency "
+              f"x{r['latency_speedup']:.2f}, throughput x{r['throughput_speedup']:.2f} (wrote int8.json)")
     return 0
 
 
@@ -333,12 +421,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise FmnistError(f"--out {args.out}: is a directory; bench writes a JSON file (e.g. bench.json)")
     prepare_out_dir(Path(args.out).parent, existing="keep")
     ds = _load(args)
-    if args.time_to_accuracy:
+    if args.time_to_accuracy and args.time_to_seed:
+        raise FmnistError("give one of --time-to-accuracy and --time-to-seed")
+    if args.time_to_seed:
+        from fmnist.bench import format_time_to_seed_figure, time_to_seed_figure
+
+        res = time_to_seed_figure(ds, preset=args.preset_given or "fast", timed_epochs=args.timed_epochs,
+                                  device=args.device)
+        print(format_time_to_seed_figure(res))
+    elif args.time_to_accuracy:
         from fmnist.bench import format_time_to_accuracy, time_to_accuracy
 
         if args.seeds < 1:
             raise FmnistError(f"--seeds must be at least 1, got {args.seeds}")
-        res = time_to_accuracy(ds, args.preset, seeds=args.seeds, device=args.device)
+        res = time_to_accuracy(ds, args.preset_given or "best", seeds=args.seeds, device=args.device)
         print(format_time_to_accuracy(res))
     else:
         res = bench(ds, args.models.split(","), epochs=args.epochs, batch_size=args.batch_size, device=args.device)
@@ -433,12 +529,34 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p, "output directory (default runs/cv-MODEL)")
     p.set_defaults(func=cmd_cv)
 
+    p = sub.add_parser("labels", help="find likely label errors in the training and test data (cleanlab)",
+                       description="Out-of-fold probabilities of every training row (k-fold cross-validation, as "
+                                   "`fmnist cv`: resumable, shareable with --storage) and test probabilities from a "
+                                   "model trained on the training split, then confident learning (cleanlab) finds "
+                                   "the labels that look wrong. Writes OUT/label_issues.csv (split, index, given, "
+                                   "suggested, score; most likely first), suspects.png and summary.json.")
+    p.add_argument("model", metavar="MODEL", nargs="?", default="fast",
+                   help="a model or preset (default fast: about 10 min for the 60,000 + 10,000 images on 2 cores)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--retrain", action="store_true",
+                   help="also train without the training suspects and compare test accuracy with the all-rows model")
+    _add_storage_args(p, "default cv-MODEL-<hash of the settings>")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/labels)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_labels)
+
     p = sub.add_parser("evaluate", help="evaluate a saved run on a dataset",
-                       description="Accuracy, loss, per-class precision/recall/F1, confusion matrix and "
-                                   "misclassified examples of a saved run on a dataset's test split.")
+                       description="Accuracy, loss, per-class precision/recall/F1, confusion matrix, "
+                                   "misclassified examples with heatmaps of what drove them, calibration (ECE and "
+                                   "a reliability diagram, before and after the run's temperature), prediction-set "
+                                   "coverage, and a 2-D map of the model's features, on a dataset's test split.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     _add_data_args(p)
     p.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/evaluation)")
+    p.add_argument("--no-embedding", action="store_true",
+                   help="skip the embedding map (a t-SNE of the model's features: ~1 min for 10,000 images)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict the class of images, .npy arrays or CSV rows",
@@ -460,6 +578,32 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                    help="onnx: run RUN_DIR/model.onnx with onnxruntime (after `fmnist export`)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("calibrate", help="fit a run's temperature and prediction sets again (another level)",
+                       description="Refit the temperature and the conformal prediction-set threshold on the run's "
+                                   "own validation split (rebuilt from its seed; give the data it was trained on): "
+                                   "to choose another set level, or to calibrate a run saved by an older fmnist.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--level", type=float, default=0.9,
+                   help="prediction sets hold the true class with this probability (default 0.9)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("explain", help="heatmaps of what drove a run's predictions on images",
+                       description="For each input (pictures, .npy arrays, CSV rows; prepared as for `predict`), "
+                                   "write OUT/NAME.explain.png: the 28x28 the model saw, a heatmap of the pixels "
+                                   "that drove its prediction, and the top classes with the prediction set.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/explain)")
+    from fmnist.explain import METHODS
+
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="gradcam (convolutional nets), integrated_gradients (any model); auto (default): Grad-CAM "
+                        "where the model has convolutions")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto", help="as for predict")
+    p.add_argument("--preprocess", choices=PREPROCESS, default="dataset", help="as for predict")
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("bench", help="training/inference speed beside a plain PyTorch loop",
                        description="Per model: parameters, training images/s of fmnist's loop and of the plain "
                                    "PyTorch loop (TensorDataset + DataLoader, fp32) measured side by side in one "
@@ -472,7 +616,13 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-to-accuracy", action="store_true",
                    help="instead: train --preset and print the training time at which each of 90-95%% test "
                         "accuracy was first reached")
-    p.add_argument("--preset", default="best", help="with --time-to-accuracy: fast, best or max (default best)")
+    p.add_argument("--time-to-seed", action="store_true",
+                   help="instead: the training time to the reference projects' best figure (91.37%%, seed 002's "
+                        "CNN2) with fmnist's --preset against CNN2's own recipe in the plain PyTorch loop (Adam "
+                        "1e-4, batch 64, 50 epochs; estimated from --timed-epochs timed epochs), side by side")
+    p.add_argument("--timed-epochs", type=int, default=2, help="with --time-to-seed (default 2)")
+    p.add_argument("--preset", dest="preset_given", metavar="PRESET",
+                   help="with --time-to-accuracy (default best) or --time-to-seed (default fast): fast, best, max")
     p.add_argument("--seeds", type=int, default=1, help="with --time-to-accuracy: runs, for mean ± std")
     p.add_argument("--out", default="bench.json", metavar="FILE", help="results as JSON (default bench.json)")
     _add_data_args(p)
@@ -503,6 +653,11 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE")
     p.add_argument("--check", type=int, default=10000, metavar="N",
                    help="test images to compare ONNX with PyTorch on (0: skip; default all 10,000)")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="also write RUN_DIR/model.int8.onnx (onnxruntime static quantization) and compare it with "
+                        "fp32: test accuracy, batch-1 latency, batch-1024 throughput; --backend onnx then uses it")
+    p.add_argument("--calibration-images", type=int, default=1024, metavar="N",
+                   help="training images whose activation ranges set the int8 scales (default 1024)")
     _add_data_args(p)
     p.set_defaults(func=cmd_export)
 

@@ -75,24 +75,50 @@ class CVResult:
     val_accuracy: Spread | None = None
     val_loss: Spread | None = None
     test_accuracy: Spread | None = None
+    # (N, C) out-of-fold class probabilities of every training row (each from the fold that held it out), when
+    # cross_validate was asked to keep them; None otherwise
+    oof_probabilities: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """cv.json's content (per-fold histories left out)."""
-        d = asdict(self)
+        """cv.json's content (per-fold histories and probabilities left out)."""
+        d = asdict(dataclasses.replace(self, oof_probabilities=None))
+        d.pop("oof_probabilities")
         for f in d["per_fold"]:
             f.pop("history")
         return d
 
 
+def _pack(probs: np.ndarray) -> str:
+    """Probabilities as compact text for a trial's attributes (float16, zlib, base64: ~15 bytes per row of 10), so
+    that they live in the study's storage with the fold and every worker sharing it can read them back."""
+    import base64
+    import zlib
+
+    a = np.ascontiguousarray(probs, dtype=np.float16)
+    return f"{a.shape[0]}x{a.shape[1]}:" + base64.b64encode(zlib.compress(a.tobytes(), 6)).decode()
+
+
+def _unpack(text: str) -> np.ndarray:
+    import base64
+    import zlib
+
+    shape, data = text.split(":", 1)
+    n, c = (int(v) for v in shape.split("x"))
+    return np.frombuffer(zlib.decompress(base64.b64decode(data)), dtype=np.float16).reshape(n, c).astype(np.float32)
+
+
 def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | os.PathLike, repeats: int = 1,
                    storage: str | None = None, study_name: str | None = None, heartbeat: int = HEARTBEAT_SECONDS,
                    timeout: float | None = None, progress: bool | None = None, log: Any = print,
-                   mlflow: str | None = None) -> CVResult:
+                   mlflow: str | None = None, keep_probabilities: bool = False) -> CVResult:
     """Train one model per fold (and per repeat: the k-fold split redrawn with seed + repeat), validate on the
     held-out fold, test each fold's model; write cv.json and plots once every fold is done.
 
     Each fold is a trial of an Optuna study (SQLite in out_dir, or `storage`), so finished folds survive an
     interruption, and several workers (`fmnist cv ... --storage postgresql://...`) can share the folds.
+
+    keep_probabilities: also keep each fold's class probabilities on its held-out rows (in the study, with the
+    fold), returned as CVResult.oof_probabilities (what `fmnist labels` needs; one repeat only).
     """
     import optuna
     from optuna.trial import TrialState
@@ -103,6 +129,8 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
 
     if folds < 2 or repeats < 1:
         raise FmnistError(f"need at least 2 folds and 1 repeat, got {folds} folds and {repeats} repeats")
+    if keep_probabilities and repeats != 1:
+        raise FmnistError("out-of-fold probabilities need a single repeat (each row held out once)")
     kfold_splits(ds.train.labels, folds, config.seed)  # refuses too few rows per class before any file is written
     if timeout is not None and not timeout > 0:
         raise FmnistError(f"--timeout must be a positive number of seconds, got {timeout}")
@@ -114,7 +142,8 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
                                      "provenance": provenance()})
     url = storage_url(storage, out / "cv.db")
     signature = {"kind": "cv", "config": config.to_dict() | {"device": None}, "folds": folds, "repeats": repeats,
-                 "data": ds.source, "train_rows": len(ds.train), "test_rows": len(ds.test) if ds.test else 0}
+                 "data": ds.source, "train_rows": len(ds.train), "test_rows": len(ds.test) if ds.test else 0,
+                 **({"probabilities": True} if keep_probabilities else {})}
     name = study_name or signature_name(f"cv-{config.model}", signature)
     grid = {"repeat": list(range(repeats)), "fold": list(range(1, folds + 1))}
     sampler = optuna.samplers.GridSampler(grid, seed=sampler_seed(config.seed, storage))
@@ -149,6 +178,12 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
                            "train_seconds": h.train_seconds})
         res = Fold(r, k, h.train_acc[-1], h.train_loss[-1], h.kept_val_accuracy, h.kept_val_loss, test,
                    h.train_seconds, h.as_dict())
+        if keep_probabilities:
+            from fmnist.inference import numpy_logits
+            from fmnist.metrics import softmax
+
+            probs = softmax(numpy_logits(model, ds.train.images[va], tta=config.tta))
+            trial.set_user_attr("val_probabilities", _pack(probs))
         trial.set_user_attr("result", asdict(res))  # kept in the study: a rerun or another worker reads it back
         return res.val_accuracy
 
@@ -162,13 +197,20 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     if not w.complete:
         log(f"stopped with {w.finished} of {total} folds finished; run the same command again to continue")
         return CVResult(config.model, folds, repeats, False, w.finished, name, redact(url), [])
-    results = sorted((Fold(**t.user_attrs["result"]) for t in study.get_trials(states=(TrialState.COMPLETE,))),
-                     key=lambda f: (f.repeat, f.fold))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    results = sorted((Fold(**t.user_attrs["result"]) for t in trials), key=lambda f: (f.repeat, f.fold))
+    oof = None
+    if keep_probabilities:
+        oof = np.full((len(ds.train), len(ds.class_names)), np.nan, np.float32)
+        split = kfold_splits(ds.train.labels, folds, config.seed)
+        for t in trials:
+            oof[split[t.user_attrs["result"]["fold"] - 1][1]] = _unpack(t.user_attrs["val_probabilities"])
     tests = [f.test_accuracy for f in results if f.test_accuracy is not None]
     summary = CVResult(config.model, folds, repeats, True, w.finished, name, redact(url), results,
                        train_accuracy=Spread.of([f.train_accuracy for f in results]),
                        val_accuracy=Spread.of([f.val_accuracy for f in results]),
-                       val_loss=Spread.of([f.val_loss for f in results]), test_accuracy=Spread.of(tests))
+                       val_loss=Spread.of([f.val_loss for f in results]), test_accuracy=Spread.of(tests),
+                       oof_probabilities=oof)
     title = f"{config.model}: {folds}-fold cross-validation" + (f", {repeats} repeats" if repeats > 1 else "")
     plots.fold_curves([f.history for f in results], out / "fold_curves.png", title=title)
     plots.fold_bars(results, out / "fold_metrics.png", title=f"{config.model}: metrics per fold")

@@ -23,6 +23,9 @@ class Evaluation:
     class_names: tuple[str, ...] = field(default=())
     split: str = "test"  # which split: test, train, validation
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n,) predicted classes
+    # fmnist.trust.measure: ECE before/after the run's temperature; the prediction sets' coverage (None: no sets)
+    calibration: dict[str, Any] | None = None
+    conformal: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """As a JSON-ready dict (the per-image predictions left out)."""

@@ -165,21 +165,112 @@ def confusion_matrix(result: Any, class_names: Sequence[str] | None = None, path
 
 
 def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                  class_names: Sequence[str], path: PathLike | None = None, n: int = 32) -> Figure:
-    """A gallery of misclassified images, most confident mistakes first."""
+                  class_names: Sequence[str], path: PathLike | None = None, n: int = 32,
+                  heatmaps: dict[int, np.ndarray] | None = None) -> Figure:
+    """A gallery of misclassified images, most confident mistakes first; with heatmaps ({image index: heatmap}, as
+    from fmnist.explain.saliency), each image is followed by what drove its prediction."""
     wrong = np.flatnonzero(true != pred)
     wrong = wrong[np.argsort(-conf[wrong])][:n]
     cols = 8
-    rows = max(1, (len(wrong) + cols - 1) // cols)
+    per = 2 if heatmaps is not None else 1
+    rows = max(1, (len(wrong) * per + cols - 1) // cols)
     fig = _figure(cols * 1.5, rows * 1.85)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong, strict=False):
+    for k, i in enumerate(wrong):
+        ax = axes.flat[k * per]
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"true: {class_names[true[i]]}\npred: {class_names[pred[i]]}\n{conf[i]:.0%}", fontsize=7)
-    fig.suptitle(f"Misclassified test images ({len(np.flatnonzero(true != pred))} in all; most confident first)")
+        if heatmaps is not None and i in heatmaps:
+            _overlay(axes.flat[k * per + 1], images[i], heatmaps[i])
+            axes.flat[k * per + 1].set_title(f"why {class_names[pred[i]]}", fontsize=7)
+    fig.suptitle(f"Misclassified images ({len(np.flatnonzero(true != pred))} in all; most confident first"
+                 + ("; beside each, the pixels that drove the wrong answer" if heatmaps is not None else "") + ")")
     return _done(fig, path)
+
+
+def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+    ax.imshow(heat, cmap="jet", alpha=0.5 * (heat > 0.05), vmin=0, vmax=1)
+    ax.axis("off")
+
+
+def explanation(image: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                path: PathLike | None = None, title: str = "", prediction_set: str | None = None) -> Figure:
+    """One image as the model saw it, the heatmap of what drove its prediction over it, and its top classes."""
+    fig = _figure(9, 3.2)
+    a1, a2, a3 = fig.subplots(1, 3, width_ratios=[1, 1, 1.4])
+    a1.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+    a1.set_title("what the model saw (28x28)", fontsize=9)
+    a1.axis("off")
+    _overlay(a2, image, heat)
+    top = np.argsort(-probs)[:5]
+    a2.set_title(f"why {class_names[top[0]]}", fontsize=9)
+    a3.barh(range(len(top))[::-1], probs[top], color=["tab:red"] + ["tab:gray"] * (len(top) - 1))
+    a3.set_yticks(range(len(top))[::-1], [class_names[j] for j in top], fontsize=8)
+    a3.set_xlim(0, 1)
+    a3.set_xlabel("probability" + (" (calibrated)" if prediction_set is not None else ""))
+    if prediction_set is not None:
+        a3.set_title(prediction_set, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return _done(fig, path)
+
+
+def reliability_diagram(logits: np.ndarray, labels: np.ndarray, calibration: Any = None,
+                        path: PathLike | None = None, bins: int = 15) -> Figure:
+    """Accuracy against confidence per confidence bin, before and (given a trust.Calibration) after temperature
+    scaling, with each one's expected calibration error; the diagonal is perfect calibration."""
+    from fmnist.trust import _softmax, expected_calibration_error, reliability_bins
+
+    curves = [("as trained", _softmax(logits), "tab:red")]
+    if calibration is not None:
+        curves.append((f"temperature {calibration.temperature:.2f}", calibration.probabilities(logits), "tab:blue"))
+    fig = _figure(5.2, 4.6)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="perfectly calibrated")
+    for name, probs, color in curves:
+        b = reliability_bins(probs, labels, bins)
+        ok = b["count"] > 0
+        ece = expected_calibration_error(probs, labels, bins)
+        ax.plot(b["confidence"][ok], b["accuracy"][ok], "o-", color=color, ms=4, label=f"{name}: ECE {ece:.2%}")
+    ax.set(xlabel="confidence (top-class probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"Reliability on {len(labels):,} images ({bins} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _done(fig, path)
+
+
+def embedding(xy: np.ndarray, true: np.ndarray, pred: np.ndarray, images: np.ndarray, class_names: Sequence[str],
+              path: PathLike | None = None, thumbnails: int = 2) -> Figure:
+    """A 2-D map of images (t-SNE of the model's features): colour = true class, crosses = misclassified, and
+    `thumbnails` images of each class drawn at their place."""
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    fig = _figure(9, 8)
+    ax = fig.subplots()
+    cmap = _tab10()
+    for c, name in enumerate(class_names):
+        m = true == c
+        ax.scatter(xy[m, 0], xy[m, 1], s=3, color=cmap(c % 10), label=name, alpha=0.6, linewidths=0)
+    wrong = true != pred
+    ax.scatter(xy[wrong, 0], xy[wrong, 1], s=9, marker="x", color="k", linewidths=0.5,
+               label=f"misclassified ({int(wrong.sum()):,})")
+    rng = np.random.default_rng(0)
+    for c in range(len(class_names)):
+        idx = np.flatnonzero((true == c) & ~wrong)
+        for i in rng.choice(idx, size=min(thumbnails, len(idx)), replace=False) if len(idx) else []:
+            box = AnnotationBbox(OffsetImage(images[i], cmap="gray_r", zoom=0.9), xy[i], frameon=True,
+                                 bboxprops={"edgecolor": cmap(c % 10), "linewidth": 1.5})
+            ax.add_artist(box)
+    ax.set(xticks=[], yticks=[], title=f"What the model learned: t-SNE of its features on {len(xy):,} images")
+    ax.legend(loc="upper right", fontsize=7, markerscale=3, framealpha=0.8)
+    return _done(fig, path)
+
+
+def _tab10() -> Any:
+    from matplotlib import colormaps
+
+    return colormaps["tab10"]
 
 
 def fold_bars(per_fold: Sequence[Any], path: PathLike | None = None, title: str = "") -> Figure:

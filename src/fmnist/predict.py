@@ -192,6 +192,15 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] 
     return image_to_array(p, invert, str(p), preprocess)[None], [str(p)]
 
 
+def describe_set(classes: list[str] | None, level: float) -> str:
+    """A prediction set in words: "90% set: Shirt or T-shirt/top", or why it is empty."""
+    if classes is None:
+        return "no prediction set (the model has no calibration)"
+    if not classes:
+        return f"{level:.0%} set: none (no class is likely enough at {level:.0%})"
+    return f"{level:.0%} set: {' or '.join(classes)}"
+
+
 @dataclass
 class Prediction:
     """Top classes of one input."""
@@ -201,6 +210,9 @@ class Prediction:
     index: int
     probabilities: dict[str, float]
     warning: str | None = None  # set when the picture looks unlike the training data (see Predictor.warnings)
+    # the classes that hold the true one with probability `Predictor.calibration.level` (conformal prediction);
+    # None for a model saved without calibration
+    set: list[str] | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable classes."""
@@ -221,6 +233,10 @@ class Predictor:
         self.run_dir = Path(run_dir)
         self.model, self.meta = load_checkpoint(self.run_dir, device=device)
         self.class_names: list[str] = list(self.meta["class_names"])
+        from fmnist.trust import Calibration
+
+        # temperature and prediction-set threshold fitted on held-out images when the model was trained
+        self.calibration = Calibration.from_dict(self.meta.get("calibration"))
         self.backend = backend
         self.onnx = None
         if backend == "onnx":
@@ -238,15 +254,26 @@ class Predictor:
         from fmnist.inference import numpy_logits
 
         images = self._as_images(images)
-        if self.onnx is not None:
-            return self.onnx.logits(images)
-        return numpy_logits(self.model, images, tta=bool(self.meta.get("config", {}).get("tta")))
+        tta = bool(self.meta.get("config", {}).get("tta"))
+        if self.onnx is not None:  # the same test-time augmentation as the PyTorch path: mean with the mirror image
+            out = self.onnx.logits(images)
+            return (out + self.onnx.logits(np.ascontiguousarray(images[:, :, ::-1]))) / 2 if tta else out
+        return numpy_logits(self.model, images, tta=tta)
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """(N, C) class probabilities."""
+    def predict_proba(self, images: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) class probabilities, calibrated with the run's temperature when it has one."""
         from fmnist.metrics import softmax
 
-        return softmax(self.logits(images))
+        logits = self.logits(images) if logits is None else logits
+        return self.calibration.probabilities(logits) if self.calibration else softmax(logits)
+
+    def predict_set(self, images: np.ndarray, probs: np.ndarray | None = None) -> list[list[str]] | None:
+        """Per image, the classes that hold the true one with probability calibration.level (split conformal
+        prediction); None when the model was saved without calibration."""
+        if self.calibration is None:
+            return None
+        probs = self.predict_proba(images) if probs is None else probs
+        return [[self.class_names[j] for j in np.flatnonzero(row)] for row in self.calibration.sets(probs)]
 
     def warnings(self, images: np.ndarray, logits: np.ndarray | None = None) -> list[str | None]:
         """Per image, a sentence when it looks unlike the training data, else None: a blank picture, or an energy
@@ -274,14 +301,14 @@ class Predictor:
 
     def predictions(self, images: np.ndarray, names: list[str]) -> list[Prediction]:
         """A Prediction (name, label, probabilities) per image."""
-        from fmnist.metrics import softmax
-
         logits = self.logits(images)
+        probs = self.predict_proba(images, logits)
+        sets = self.predict_set(images, probs) or [None] * len(probs)
         out = []
-        for name, p, warn in zip(names, softmax(logits), self.warnings(images, logits), strict=True):
+        for name, p, warn, s in zip(names, probs, self.warnings(images, logits), sets, strict=True):
             i = int(p.argmax())
             out.append(Prediction(name, self.class_names[i], i,
-                                  {c: float(v) for c, v in zip(self.class_names, p, strict=True)}, warn))
+                                  {c: float(v) for c, v in zip(self.class_names, p, strict=True)}, warn, s))
         return out
 
     @staticmethod

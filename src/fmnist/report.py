@@ -58,6 +58,21 @@ def verdict_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def _trust(details: dict) -> str:
+    """A row's calibration and prediction sets in one sentence ("" when the row has none)."""
+    c, s = details.get("calibration"), details.get("conformal")
+    if not c:
+        return ""
+    text = f"Calibration: expected calibration error {_pct(c['ece'])} as trained"
+    if c.get("temperature") is not None:
+        text += (f", {_pct(c['ece_calibrated'])} with the temperature {c['temperature']:.2f} fitted on held-out "
+                 "images")
+    if s:
+        text += (f"; {_pct(s['level'], 0)} prediction sets held the true class for {_pct(s['coverage'])} of the "
+                 f"test images, {s['mean_set_size']:.2f} classes on average")
+    return f"<p>{text}.</p>"
+
+
 def write_report(result: StudyResult, out: Path) -> Path:
     """Write out/report.html (and out/accuracy_vs_time.png, the chart it opens with)."""
     from fmnist import plots
@@ -124,9 +139,10 @@ def write_report(result: StudyResult, out: Path) -> Path:
                          f"{r.details['epochs']} epochs each).</p>")
         parts.append(f"<p>Recipe: {html.escape(r.recipe)}.</p><p>Reproduce: <code>{html.escape(r.command)}</code>"
                      "</p>")
-        if r.details and not r.technique.startswith("augmentation"):
-            parts.append(f"<details><summary>details</summary><code>{html.escape(str(r.details))}</code>"
-                         "</details>")
+        parts.append(_trust(r.details))
+        rest = {k: v for k, v in r.details.items() if k not in ("calibration", "conformal")}
+        if rest and not r.technique.startswith("augmentation"):
+            parts.append(f"<details><summary>details</summary><code>{html.escape(str(rest))}</code></details>")
         parts += [_img(out / pic, Path(pic).stem) for pic in r.pictures]
     parts.append("</body></html>")
     path = out / "report.html"

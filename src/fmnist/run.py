@@ -24,6 +24,9 @@ from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
 from fmnist.metrics import Evaluation, classification_metrics, softmax
+from fmnist.trust import Calibration
+
+MIN_CALIBRATION = 20  # held-out images needed to fit a temperature and a prediction-set threshold
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class RunMetrics:
         if self.test is not None:
             t = self.test
             out.update(test_accuracy=t.accuracy, test_loss=t.loss, test_macro_f1=t.macro_f1, per_class=t.per_class,
-                       confusion_matrix=t.confusion_matrix, most_confused=t.most_confused, test_rows=t.n)
+                       confusion_matrix=t.confusion_matrix, most_confused=t.most_confused, test_rows=t.n,
+                       calibration=t.calibration, conformal=t.conformal)
         return out
 
     def __getitem__(self, key: str) -> Any:
@@ -79,7 +83,8 @@ class RunMetrics:
         test = None
         if d.get("test_accuracy") is not None:
             test = Evaluation(d["test_accuracy"], d["test_loss"], d["test_macro_f1"], d["per_class"],
-                              d["confusion_matrix"], d["most_confused"], d["test_rows"], class_names, "test")
+                              d["confusion_matrix"], d["most_confused"], d["test_rows"], class_names, "test",
+                              calibration=d.get("calibration"), conformal=d.get("conformal"))
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "test"}, test=test)
 
 
@@ -93,6 +98,7 @@ class Run:
     metrics: RunMetrics
     dir: Path
     class_names: tuple[str, ...]
+    calibration: Calibration | None = None  # temperature and prediction-set threshold, from held-out images
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Run:
@@ -113,7 +119,8 @@ class Run:
         history.best_epoch, history.restored_best = m.best_epoch, m.restored_best
         history.stopped_early, history.interrupted = m.stopped_early, m.interrupted
         history.train_seconds, history.images_per_second = m.train_seconds, m.train_images_per_second
-        return cls(model, TrainConfig.from_dict(meta["config"]), history, m, d, names)
+        return cls(model, TrainConfig.from_dict(meta["config"]), history, m, d, names,
+                   Calibration.from_dict(meta.get("calibration")))
 
 
 def provenance() -> dict:
@@ -147,15 +154,22 @@ def default_run_dir(model: str) -> Path:
 
 def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | Split,
              class_names: tuple[str, ...] | None = None, tta: bool | None = None,
-             out_dir: str | os.PathLike | None = None, split: str | None = None) -> Evaluation:
-    """Accuracy, loss, per-class scores and confusion matrix of a model (or a Run, or a run directory) on a
-    split (a Dataset's test split, or its train split when it has none); with out_dir, also the confusion
-    matrix and misclassified pictures."""
+             out_dir: str | os.PathLike | None = None, split: str | None = None,
+             calibration: Calibration | None = None, embedding: bool = False) -> Evaluation:
+    """Accuracy, loss, per-class scores, confusion matrix, calibration error and prediction-set coverage of a model
+    (or a Run, or a run directory) on a split (a Dataset's test split, or its train split when it has none).
+
+    With out_dir, also writes the confusion matrix, the misclassified images with what drove each prediction, the
+    reliability diagram, and with `embedding` the 2-D map of the model's features (slower: t-SNE, ~30 s).
+    """
+    from fmnist import trust
+
     if isinstance(model, str | os.PathLike):
         model = Run.load(model)
     if isinstance(model, Run):
         class_names = class_names or model.class_names
         tta = model.config.tta if tta is None else tta
+        calibration = calibration or model.calibration
         model = model.model
     if isinstance(data, Dataset):
         split = split or ("test" if data.test is not None else "train")
@@ -165,14 +179,25 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
         raise FmnistError("class_names are needed to evaluate a bare model on a Split")
     logits = numpy_logits(model, data.images, tta=bool(tta))
     ev = classification_metrics(data.labels, logits, class_names, split=split or "test")
+    import dataclasses
+
+    ev = dataclasses.replace(ev, **trust.measure(logits, data.labels, calibration))
     if out_dir is not None:
-        from fmnist import plots
+        from fmnist import explain, plots
 
         out = Path(out_dir)
-        probs = softmax(logits)
+        probs = calibration.probabilities(logits) if calibration else softmax(logits)
         plots.confusion_matrix(ev, path=out / "confusion_matrix.png")
-        plots.misclassified(data.images, data.labels, probs.argmax(1), probs.max(1), class_names,
-                            out / "misclassified.png")
+        pred, conf = probs.argmax(1), probs.max(1)
+        wrong = np.flatnonzero(pred != data.labels)
+        pick = wrong[np.argsort(-conf[wrong])][:16]  # the gallery's most confident mistakes, with their heatmaps
+        heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True))
+        plots.misclassified(data.images, data.labels, pred, conf, class_names, out / "misclassified.png",
+                            n=len(pick), heatmaps=heat)
+        plots.reliability_diagram(logits, data.labels, calibration, out / "reliability.png")
+        if embedding:
+            explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names,
+                                  out / "embedding.png")
     return ev
 
 
@@ -253,21 +278,20 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
                resume=existing == "resume", on_history=tracker.epoch if tracker is not None else None)
     val_accuracy = hist.kept_val_accuracy
-    # the out-of-distribution threshold: on the validation split; a run without one uses training images and
-    # says so (seen in training, they make the threshold stricter: more false alarms, never fewer)
-    ood = calibrate_ood(model, val.images, config.tta, f"validation split ({len(val):,} images)") if len(val) else \
-        calibrate_ood(model, train.images[:5000], config.tta, f"training images ({min(5000, len(train)):,}; the run "
-                      "had no validation split)")
+    ood, calibration = _held_out_checks(model, config, train, val, log)
     save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
-                    extra={"val_accuracy": val_accuracy, "ood": ood})
+                    extra={"val_accuracy": val_accuracy, "ood": ood,
+                           "calibration": calibration.to_dict() if calibration else None})
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
         P.learning_curves(hist, out / "learning_curves.png", title=config.model)
     test = None
     if ds.test is not None:
-        test = evaluate(model, ds.test, ds.class_names, tta=config.tta, out_dir=out if plots else None)
+        test = evaluate(model, ds.test, ds.class_names, tta=config.tta, out_dir=out if plots else None,
+                        calibration=calibration)
         log(f"test accuracy {test.accuracy:.4f}  loss {test.loss:.4f}  (train {hist.train_seconds:.0f}s, "
             f"{hist.images_per_second:,.0f} images/s)")
+        log(describe_trust(test))
     metrics = RunMetrics(model=config.model, parameters=n_params, train_seconds=hist.train_seconds,
                          train_images_per_second=hist.images_per_second, epochs_run=len(hist.epoch),
                          best_epoch=hist.best_epoch, restored_best=hist.restored_best,
@@ -286,18 +310,90 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
                          "val_accuracy": metrics.val_accuracy, "train_seconds": metrics.train_seconds,
                          "parameters": metrics.parameters})
         tracker.artifacts(out)
-    return Run(model, config, hist, metrics, out, ds.class_names)
+    return Run(model, config, hist, metrics, out, ds.class_names, calibration)
+
+
+def _held_out_checks(model: torch.nn.Module, config: TrainConfig, train: Split, val: Split,
+                     log: Any) -> tuple[dict, Calibration | None]:
+    """The unusual-picture threshold and the calibration (temperature, prediction sets), both from held-out images.
+
+    A run without a validation split has no held-out images: its threshold comes from training images, and says
+    so (seen in training, they make it stricter: more false alarms, never fewer); it gets no calibration, since a
+    temperature fitted on training images would make the model more confident, not less.
+    """
+    if not len(val):
+        n = min(5000, len(train))
+        logits = numpy_logits(model, train.images[:n], tta=config.tta)
+        log("no validation split: probabilities are not calibrated and predictions come without prediction sets")
+        return calibrate_ood(logits, f"training images ({n:,}; the run had no validation split)"), None
+    logits = numpy_logits(model, val.images, tta=config.tta)
+    where = f"validation split ({len(val):,} images)"
+    ood = calibrate_ood(logits, where)
+    if len(val) < MIN_CALIBRATION:
+        log(f"{len(val)} validation images are too few to calibrate probabilities (at least {MIN_CALIBRATION})")
+        return ood, None
+    return ood, Calibration.fit(logits, val.labels, where, seed=config.seed)
+
+
+def describe_trust(ev: Evaluation) -> str:
+    """One line: calibration error before and after the temperature, and the prediction sets' coverage."""
+    c = ev.calibration or {}
+    if c.get("temperature") is None:
+        return f"calibration: ECE {c.get('ece', float('nan')):.4f} (no temperature: the run had no held-out images)"
+    s = ev.conformal
+    return (f"calibration: ECE {c['ece']:.4f} -> {c['ece_calibrated']:.4f} with temperature {c['temperature']:.3f}; "
+            f"{s['level']:.0%} prediction sets hold the true class for {s['coverage']:.2%} of {ev.split} images, "
+            f"{s['mean_set_size']:.2f} classes on average")
+
+
+def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, log: Any = print) -> Calibration:
+    """Fit a run's calibration again on its own validation split (rebuilt from its seed and val_fraction): to choose
+    another prediction-set level, or to calibrate a run saved before fmnist stored calibrations. Rewrites the
+    checkpoint's calibration and, when the data has a test split, metrics.json's calibration and conformal entries.
+    """
+    from fmnist import trust
+
+    if not 0 < level < 1:
+        raise FmnistError(f"--level must be between 0 and 1 (e.g. 0.9), got {level}")
+    d = Path(run_dir)
+    model, meta = load_checkpoint(d)
+    config = TrainConfig.from_dict(meta["config"])
+    if config.val_fraction == 0:
+        raise FmnistError(f"{d}: the run was trained without a validation split; calibrating on images it trained "
+                          "on would make it more confident, not less (train with --val-fraction above 0)")
+    _, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
+    try:
+        data = json.loads((d / "config.json").read_text())["data"]
+    except (OSError, ValueError, KeyError):
+        data = None
+    if data is None or data.get("val_rows") != len(va_idx) or data.get("source") != ds.source:
+        raise FmnistError(f"{d}: give the data the run was trained on (with the same --limit): its validation "
+                          f"split cannot be rebuilt from {ds.source} ({len(va_idx):,} validation rows)")
+    val = ds.train.take(va_idx)
+    logits = numpy_logits(model, val.images, tta=config.tta)
+    cal = Calibration.fit(logits, val.labels, f"validation split ({len(val):,} images)", level=level, seed=config.seed)
+    extra = {k: v for k, v in meta.items() if k not in ("format", "model", "model_params", "class_names",
+                                                         "normalize", "config")}
+    save_checkpoint(model, d / "model.safetensors", config, tuple(meta["class_names"]),
+                    extra={**extra, "calibration": cal.to_dict()})
+    if ds.test is not None and (d / "metrics.json").is_file():
+        m = json.loads((d / "metrics.json").read_text())
+        m.update(trust.measure(numpy_logits(model, ds.test.images, tta=config.tta), ds.test.labels, cal))
+        write_json(d / "metrics.json", m)
+    return cal
 
 
 def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike | None = None,
-                 tta: bool | None = None) -> Evaluation:
+                 tta: bool | None = None, embedding: bool = True) -> Evaluation:
     """Evaluate a saved run on a dataset's test split (or its train split when it has no test split); writes
-    metrics.json and the pictures to out_dir (default RUN_DIR/evaluation)."""
-    model, meta = load_checkpoint(run_dir)
+    metrics.json and the pictures (the embedding map too, unless embedding=False) to out_dir (default
+    RUN_DIR/evaluation)."""
+    model, meta = load_checkpoint(run_dir)  # the checkpoint is all it needs (not the run's other files)
     out = prepare_out_dir(Path(out_dir) if out_dir else Path(run_dir) / "evaluation", existing="keep")
     if tta is None:
         tta = bool(meta.get("config", {}).get("tta", False))
-    ev = evaluate(model, ds, tuple(meta["class_names"]), tta=tta, out_dir=out)
+    ev = evaluate(model, ds, tuple(meta["class_names"]), tta=tta, out_dir=out,
+                  calibration=Calibration.from_dict(meta.get("calibration")), embedding=embedding)
     write_json(out / "metrics.json", {"model": meta["model"], "data": ds.source, **ev.to_dict(),
                                       "provenance": provenance()})
     return ev

@@ -197,9 +197,10 @@ def _wilson_row(test_accuracy: float, n: int) -> tuple[tuple[float, float], str]
 
 
 def _run_pictures(run_dir: Path, root: Path, misclassified: bool = False) -> list[str]:
-    # the report embeds these; the misclassified gallery only where asked, to keep the page under 3 MB
+    # the report embeds these; the pictures of trust (mistakes with their heatmaps, reliability, the embedding
+    # map) only where asked, to keep the page under 3 MB
     names = ("learning_curves.png", "augmentation.png", "confusion_matrix.png") + \
-        (("misclassified.png",) if misclassified else ())
+        (("misclassified.png", "reliability.png", "embedding.png") if misclassified else ())
     return [str((run_dir / f).relative_to(root)) for f in names if (run_dir / f).exists()]
 
 
@@ -213,10 +214,16 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     ref, ref_text = reference or (None, None)
+    explained = technique.startswith("fmnist")  # the preset's row shows what the model learned
+    if explained:
+        from fmnist.explain import embedding_map
+
+        embedding_map(run.model, ds.test.images, ds.test.labels, m.test.predictions, ds.class_names,
+                      sdir / "embedding.png")
     return Row(key, technique, config.model, m.test_accuracy, ci, how, ref, ref_text, verdict(ci, ref),
                m.train_seconds, m.parameters, command_for(config, data=data_args), describe(config),
-               m.val_accuracy, pictures=_run_pictures(sdir, root, misclassified=technique.startswith("fmnist")),
-               run_dir=str(sdir.relative_to(root)))
+               m.val_accuracy, details={"calibration": m.test.calibration, "conformal": m.test.conformal},
+               pictures=_run_pictures(sdir, root, misclassified=explained), run_dir=str(sdir.relative_to(root)))
 
 
 def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: Path,

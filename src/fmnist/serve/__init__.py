@@ -161,15 +161,17 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                             status_code=422)
 
     def _answers(logits: np.ndarray, images: np.ndarray, show: bool) -> list[dict]:
-        """One answer per image; softmax and the unusual-picture warnings computed for the whole batch at once."""
-        from fmnist.metrics import softmax
-
+        """One answer per image; probabilities, sets and warnings computed for the whole batch at once."""
+        probs = predictor.predict_proba(images, logits)  # calibrated with the run's temperature when it has one
+        sets = predictor.predict_set(images, probs) or [None] * len(probs)
         out = []
         # warning: a sentence when the picture looks unlike the training data (blank, or an unusual energy score)
-        for probs, image, warning in zip(softmax(logits), images, predictor.warnings(images, logits), strict=True):
-            i = int(probs.argmax())
-            a = {"label": names[i], "index": i,
-                 "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)}, "warning": warning}
+        # set: the classes that hold the true one with probability `set_level` (None: the model has no calibration)
+        for p, image, warning, s in zip(probs, images, predictor.warnings(images, logits), sets, strict=True):
+            i = int(p.argmax())
+            a = {"label": names[i], "index": i, "probabilities": {n: float(v) for n, v in zip(names, p, strict=True)},
+                 "set": s, "set_level": predictor.calibration.level if predictor.calibration else None,
+                 "warning": warning}
             if show:
                 a["image"] = image.tolist()  # the 28x28 the model saw
             out.append(a)
@@ -247,6 +249,43 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         if len(x) > MAX_BATCH:
             raise FmnistError(f"{len(x)} images in one batch; the limit is {MAX_BATCH}")
         return {"predictions": _answers(await batcher.logits(x), x, show=False), **({"notes": notes} if notes else {})}
+
+    # explanations run on their own copy of the model, one at a time: Grad-CAM hooks a layer while it works, and
+    # the batcher's concurrent forward passes must not pass through that hook
+    import copy
+    import threading
+
+    from fmnist.explain import cam_layer
+
+    explainer, explain_lock = copy.deepcopy(predictor.model), threading.Lock()
+    auto_method = "gradcam" if cam_layer(explainer) is not None else "integrated_gradients"
+
+    def _explain(x: np.ndarray, target: int, method: str) -> np.ndarray:
+        from fmnist.explain import saliency
+
+        with explain_lock:
+            return saliency(explainer, x, [target], method=method)[0]
+
+    @app.post("/explain", summary="What drove the prediction of one image: a 28x28 heatmap (Grad-CAM or "
+                                  "integrated gradients), with the prediction")
+    async def explain(request: Request) -> dict:
+        from fmnist.explain import METHODS
+
+        method = request.query_params.get("method", "auto")
+        if method not in METHODS:
+            raise FmnistError(f"query parameter method must be one of {', '.join(METHODS)}")
+        wanted = request.query_params.get("target")
+        if wanted is not None and wanted not in names:
+            raise FmnistError(f"query parameter target must be a class name: {', '.join(names)}")
+        x, notes = await _images(request, batch=False)
+        answer = _answers(await batcher.logits(x), x, show=True)[0]
+        target = names.index(wanted) if wanted is not None else answer["index"]
+        method = auto_method if method == "auto" else method
+        heat = await asyncio.get_running_loop().run_in_executor(None, _explain, x, target, method)
+        answer.update(target=names[target], method=method, heatmap=np.round(heat, 3).tolist())
+        if notes:
+            answer["notes"] = notes
+        return answer
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict:
