@@ -54,14 +54,19 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
 INT8_NAME = "model.int8.onnx"
 
 
-def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray, fp32_path: str | os.PathLike | None = None,
-                  out: str | os.PathLike | None = None) -> Path:
+def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
+                  fp32_path: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> Path:
     """Write RUN_DIR/model.int8.onnx: onnxruntime's static quantization of the exported fp32 model (QDQ format,
     per-channel int8 weights, uint8 activations whose ranges come from `calibration_images`, training images; the
     U8S8 pairing runs on AVX-512 VNNI without the saturation issue of older x86). Returns its path."""
     require_extra("export", "onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, \
-        quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     src = Path(fp32_path) if fp32_path else Path(run_dir) / "model.onnx"
     if not src.is_file():
