@@ -339,7 +339,8 @@ def describe_trust(ev: Evaluation) -> str:
     """One line: calibration error before and after the temperature, and the prediction sets' coverage."""
     c = ev.calibration or {}
     if c.get("temperature") is None:
-        return f"calibration: ECE {c.get('ece', float('nan')):.4f} (no temperature: the run had no held-out images)"
+        return (f"calibration: ECE {c.get('ece', float('nan')):.4f}; no temperature stored with the model (trained "
+                "without held-out images, or by an older fmnist: `fmnist calibrate RUN` fits one)")
     s = ev.conformal
     return (f"calibration: ECE {c['ece']:.4f} -> {c['ece_calibrated']:.4f} with temperature {c['temperature']:.3f}; "
             f"{s['level']:.0%} prediction sets hold the true class for {s['coverage']:.2%} of {ev.split} images, "
