@@ -30,9 +30,10 @@ _API = {
     "Predictor": "fmnist.predict",
     "PRESETS": "fmnist.presets",
     "cross_validate": "fmnist.cv", "tune": "fmnist.tuning",
+    "Calibration": "fmnist.trust", "find_label_issues": "fmnist.labels", "saliency": "fmnist.explain",
     "FmnistError": "fmnist.errors", "DataError": "fmnist.errors",
 }
-_MODULES = ("plots",)  # submodules reachable as attributes: fmnist.plots.confusion_matrix(run)
+_MODULES = ("plots", "trust", "explain")  # submodules reachable as attributes: fmnist.plots.confusion_matrix(run)
 __all__ = sorted([*_API, *_MODULES])
 
 
@@ -52,15 +53,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from fmnist import plots  # noqa: F401
+    from fmnist import explain, plots, trust  # noqa: F401
     from fmnist.config import TrainConfig  # noqa: F401
     from fmnist.cv import cross_validate  # noqa: F401
     from fmnist.data import Dataset, Split, holdout_split, kfold_splits, load_dataset  # noqa: F401
     from fmnist.errors import DataError, FmnistError  # noqa: F401
+    from fmnist.explain import saliency  # noqa: F401
+    from fmnist.labels import find_label_issues  # noqa: F401
     from fmnist.loop import History, fit  # noqa: F401
     from fmnist.metrics import Evaluation  # noqa: F401
     from fmnist.models import create_model, list_models, model_info, register_model  # noqa: F401
     from fmnist.predict import Predictor  # noqa: F401
     from fmnist.presets import PRESETS  # noqa: F401
     from fmnist.run import Run, RunMetrics, evaluate, train, train_run  # noqa: F401
+    from fmnist.trust import Calibration  # noqa: F401
     from fmnist.tuning import tune  # noqa: F401

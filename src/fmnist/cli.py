@@ -456,6 +456,20 @@ def _add_run_args(p: argparse.ArgumentParser, out_help: str) -> None:
                         "sqlite:///mlflow.db (needs fmnist[mlflow])")
 
 
+def _add_input_args(p: argparse.ArgumentParser) -> None:
+    """A run and the inputs to run it on, and how pictures are prepared: predict and explain."""
+    from fmnist.predict import PREPROCESS
+
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("files", metavar="FILE", nargs="+")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="dark-on-light photos need inverting: auto decides from the image border")
+    p.add_argument("--preprocess", choices=PREPROCESS, default="dataset",
+                   help="pictures: dataset (default) prepares them as Fashion-MNIST's were made from shop photos: "
+                        "trim the background, longest edge to 28, sharpen, centre; fit: the whole picture fitted "
+                        "into 28x28; none: resized to 28x28. 28x28 pictures are used as they are")
+
+
 def _add_storage_args(p: argparse.ArgumentParser, name_help: str) -> None:
     g = p.add_argument_group("shared study (scale out: run the same command on several machines)")
     g.add_argument("--storage", metavar="URL",
@@ -563,19 +577,11 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                        description="Top-3 classes for each input: PNG/JPEG of any size or colour (prepared as the "
                                    "dataset's images were, see --preprocess), .npy arrays (28x28, N x 784, ...) "
                                    "and CSV rows of 784 pixels.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("files", metavar="FILE", nargs="+")
-    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                   help="dark-on-light photos need inverting: auto decides from the image border")
-    from fmnist.predict import PREPROCESS
-
-    p.add_argument("--preprocess", choices=PREPROCESS, default="dataset",
-                   help="pictures: dataset (default) prepares them as Fashion-MNIST's were made from shop photos: "
-                        "trim the background, longest edge to 28, sharpen, centre; fit: the whole picture fitted "
-                        "into 28x28; none: resized to 28x28. 28x28 pictures are used as they are")
+    _add_input_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: run RUN_DIR/model.onnx with onnxruntime (after `fmnist export`)")
+                   help="onnx: run the exported model with onnxruntime (RUN_DIR/model.int8.onnx when `fmnist export "
+                        "--quantize int8` wrote one, else model.onnx)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("calibrate", help="fit a run's temperature and prediction sets again (another level)",
@@ -592,16 +598,13 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                        description="For each input (pictures, .npy arrays, CSV rows; prepared as for `predict`), "
                                    "write OUT/NAME.explain.png: the 28x28 the model saw, a heatmap of the pixels "
                                    "that drove its prediction, and the top classes with the prediction set.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("files", metavar="FILE", nargs="+")
+    _add_input_args(p)
     p.add_argument("--out", metavar="DIR", help="where to write (default RUN_DIR/explain)")
     from fmnist.explain import METHODS
 
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="gradcam (convolutional nets), integrated_gradients (any model); auto (default): Grad-CAM "
                         "where the model has convolutions")
-    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto", help="as for predict")
-    p.add_argument("--preprocess", choices=PREPROCESS, default="dataset", help="as for predict")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("bench", help="training/inference speed beside a plain PyTorch loop",

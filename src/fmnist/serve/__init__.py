@@ -145,7 +145,9 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     from fmnist.models import count_parameters
 
     model_card = {"name": predictor.meta["model"], "model_params": predictor.meta.get("model_params", {}),
-                  "classes": names, "parameters": count_parameters(predictor.model), "backend": backend,
+                  "classes": names, "parameters": count_parameters(predictor.model),
+                  "backend": backend if predictor.onnx is None else f"onnx ({predictor.onnx.path.name})",
+                  "calibration": predictor.calibration.to_dict() if predictor.calibration else None,
                   "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy")}
 
     app = FastAPI(title="fmnist", description="Fashion-MNIST classifier: upload an image, get class probabilities.",
