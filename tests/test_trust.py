@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fmnist import trust
+from fmnist.metrics import softmax
 
 
 def _overconfident(rng, n, classes=10, scale=3.0):
@@ -31,22 +32,22 @@ def test_temperature_lowers_held_out_nll(rng):
     t = trust.fit_temperature(fit_logits, fit_y)
     assert t > 1.5  # an overconfident model is cooled down
     assert trust.nll(held_logits, held_y, t) < trust.nll(held_logits, held_y) - 0.1
-    ece_before = trust.expected_calibration_error(trust._softmax(held_logits), held_y)
-    assert trust.expected_calibration_error(trust._softmax(held_logits, t), held_y) < ece_before / 2
+    ece_before = trust.expected_calibration_error(softmax(held_logits), held_y)
+    assert trust.expected_calibration_error(softmax(held_logits, t), held_y) < ece_before / 2
     # the temperature never changes a prediction
-    assert (trust._softmax(held_logits, t).argmax(1) == held_logits.argmax(1)).all()
+    assert (softmax(held_logits, t).argmax(1) == held_logits.argmax(1)).all()
 
 
 @pytest.mark.parametrize("level", [0.8, 0.9, 0.95])
 def test_conformal_sets_cover_at_the_level(rng, level):
     cal_logits, cal_y = _overconfident(rng, 4000, scale=1.0)
     test_logits, test_y = _overconfident(rng, 20000, scale=1.0)
-    q = trust.conformal_threshold(trust._softmax(cal_logits), cal_y, level)
-    coverage, size = trust.set_coverage(trust.prediction_sets(trust._softmax(test_logits), q), test_y)
+    q = trust.conformal_threshold(softmax(cal_logits), cal_y, level)
+    coverage, size = trust.set_coverage(trust.prediction_sets(softmax(test_logits), q), test_y)
     assert level - 0.015 <= coverage <= level + 0.015
     assert 0.5 <= size < 10
     # the finite-sample rule: fewer held-out images than the level allows -> every class in the set
-    assert trust.conformal_threshold(trust._softmax(cal_logits[:5]), cal_y[:5], 0.9) == 1.0
+    assert trust.conformal_threshold(softmax(cal_logits[:5]), cal_y[:5], 0.9) == 1.0
 
 
 def test_calibration_fit_uses_disjoint_halves_and_round_trips(rng):

@@ -114,7 +114,14 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     table = pd.concat([train_df, test_df], ignore_index=True).sort_values("score", ascending=False, kind="stable")
     with atomic_path(out / "label_issues.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.5f")
-    _gallery(ds, table, out / "suspects.png")
+    from fmnist import plots
+
+    top = table.head(40)
+    images = [(ds.train if sp == "train" else ds.test).images[i] for sp, i in zip(top["split"], top["index"],
+                                                                                  strict=True)]
+    plots.label_suspects(images, [f"{sp} #{i}\ngiven: {g}\nsuggested: {s}\n({p:.0%})" for sp, i, g, s, p in zip(
+        top["split"], top["index"], top["given_name"], top["suggested_name"], top["p_suggested"], strict=True)],
+        len(table), out / "suspects.png")
     predicted = test_probs.argmax(axis=1)
     wrong = predicted != ds.test.labels
     suspects = np.zeros(len(ds.test), bool)
@@ -173,27 +180,6 @@ def _retrain(config: TrainConfig, ds: Dataset, drop: np.ndarray, out: Path, wron
     return Retrained(test_accuracy=float((~wrong).mean()), test_accuracy_all_rows=float((~wrong_all).mean()),
                      difference=pc.difference, ci95=pc.ci95, p_value=pc.p_value, rows_dropped=int(len(drop)),
                      test_errors_on_suspects=int((wrong & suspects).sum()), test_errors=int(wrong.sum()))
-
-
-def _gallery(ds: Dataset, table: Any, path: Path, n: int = 40) -> None:
-    """The top suspects of both splits, most likely first: the image, its given and suggested labels."""
-    from fmnist.files import save_figure
-    from fmnist.plots import _figure
-
-    top = table.head(n)
-    cols = 8
-    rows = max(1, (len(top) + cols - 1) // cols)
-    fig = _figure(cols * 1.6, rows * 2.0)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (_, r) in zip(axes.flat, top.iterrows(), strict=False):
-        split = ds.train if r["split"] == "train" else ds.test
-        ax.imshow(split.images[int(r["index"])], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"{r['split']} #{int(r['index'])}\ngiven: {r['given_name']}\nsuggested: {r['suggested_name']}"
-                     f"\n({r['p_suggested']:.0%})", fontsize=6.5)
-    fig.suptitle(f"Likely label errors: the top {len(top)} of {len(table):,} (training rows scored out of fold)")
-    save_figure(fig, path)
 
 
 def format_issues(r: LabelIssues) -> str:

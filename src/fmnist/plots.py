@@ -196,6 +196,22 @@ def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
     ax.axis("off")
 
 
+def label_suspects(images: Sequence[np.ndarray], titles: Sequence[str], total: int,
+                   path: PathLike | None = None) -> Figure:
+    """A gallery of likely label errors, most likely first: each image with its title (given / suggested label)."""
+    cols = 8
+    rows = max(1, (len(images) + cols - 1) // cols)
+    fig = _figure(cols * 1.6, rows * 2.0)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=6.5)
+    fig.suptitle(f"Likely label errors: the top {len(images)} of {total:,} (training rows scored out of fold)")
+    return _done(fig, path)
+
+
 def explanation(image: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
                 path: PathLike | None = None, title: str = "", prediction_set: str | None = None) -> Figure:
     """One image as the model saw it, the heatmap of what drove its prediction over it, and its top classes."""
@@ -221,9 +237,10 @@ def reliability_diagram(logits: np.ndarray, labels: np.ndarray, calibration: Any
                         path: PathLike | None = None, bins: int = 15) -> Figure:
     """Accuracy against confidence per confidence bin, before and (given a trust.Calibration) after temperature
     scaling, with each one's expected calibration error; the diagonal is perfect calibration."""
-    from fmnist.trust import _softmax, expected_calibration_error, reliability_bins
+    from fmnist.metrics import softmax
+    from fmnist.trust import expected_calibration_error, reliability_bins
 
-    curves = [("as trained", _softmax(logits), "tab:red")]
+    curves = [("as trained", softmax(logits), "tab:red")]
     if calibration is not None:
         curves.append((f"temperature {calibration.temperature:.2f}", calibration.probabilities(logits), "tab:blue"))
     fig = _figure(5.2, 4.6)

@@ -17,16 +17,10 @@ from typing import Any
 import numpy as np
 
 from fmnist.errors import FmnistError
+from fmnist.metrics import softmax
 
 ECE_BINS = 15
 DEFAULT_LEVEL = 0.9  # prediction sets hold the true class with this probability
-
-
-def _softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
@@ -126,7 +120,7 @@ class Calibration:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities softmax(logits / T)."""
-        return _softmax(logits, self.temperature)
+        return softmax(logits, self.temperature)
 
     def sets(self, probs: np.ndarray) -> np.ndarray:
         """(N, C) booleans: each image's prediction set, from calibrated probabilities."""
@@ -151,14 +145,14 @@ class Calibration:
         order = np.random.default_rng(seed).permutation(n)
         a, b = order[: n // 2], order[n // 2:]
         t = fit_temperature(logits[a], labels[a])
-        q = conformal_threshold(_softmax(logits[b], t), labels[b], level)
+        q = conformal_threshold(softmax(logits[b], t), labels[b], level)
         return cls(temperature=t, level=level, threshold=q, fitted_on=fitted_on, n=int(n))
 
 
 def measure(logits: np.ndarray, labels: np.ndarray, calibration: Calibration | None) -> dict[str, Any]:
     """metrics.json's "calibration" and "conformal" entries on labelled data (the test set): ECE before and after
     the stored temperature, and the coverage and mean size of the prediction sets."""
-    raw = _softmax(logits)
+    raw = softmax(logits)
     out: dict[str, Any] = {"calibration": {"ece": expected_calibration_error(raw, labels), "bins": ECE_BINS,
                                            "ece_calibrated": None, "temperature": None, "nll": nll(logits, labels),
                                            "nll_calibrated": None}}
