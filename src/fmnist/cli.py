@@ -584,7 +584,7 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                         "--quantize int8` wrote one, else model.onnx)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("calibrate", help="fit a run's temperature and prediction sets again (another level)",
+    p = sub.add_parser("calibrate", help="refit a run's calibration (another set level)",
                        description="Refit the temperature and the conformal prediction-set threshold on the run's "
                                    "own validation split (rebuilt from its seed; give the data it was trained on): "
                                    "to choose another set level, or to calibrate a run saved by an older fmnist.")
