@@ -48,3 +48,24 @@ def test_inference_never_imports_training_and_nothing_imports_the_cli():
     for module in ("fmnist.data", "fmnist.models", "fmnist.config", "fmnist.loop", "fmnist.run", "fmnist.tuning",
                    "fmnist.cv", "fmnist.study", "fmnist.bench", "fmnist.plots"):  # each imports cleanly on its own
         subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+
+
+def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
+    import numpy as np
+    import torch
+
+    from fmnist.inference import predict_logits, tta_arrays, tta_views
+
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 10, 3] = 255
+    views = tta_arrays(img, "flip+shifts")
+    assert len(tta_arrays(img, "")) == 1 and len(tta_arrays(img, True)) == 2 and len(views) == 10
+    spots = {tuple(int(c) for c in np.argwhere(v[0])[0]) for v in views}
+    assert spots == {(10, 3), (10, 24), (11, 3), (9, 3), (10, 4), (10, 2), (11, 24), (9, 24), (10, 25), (10, 23)}
+    assert all(v.sum() == 255 for v in views)  # shifted, never wrapped around: black comes in
+    with pytest.raises(FmnistError, match="tta 'rotate' unknown"):
+        tta_views(torch.zeros(1, 1, 28, 28), "rotate")
+    model = create_model("mlp_tyler").eval()
+    x = torch.randn(5, 1, 28, 28)
+    want = sum(model(v) for v in tta_views(x, "flip+shifts")) / 10
+    assert torch.allclose(predict_logits(model, x, tta="flip+shifts"), want, atol=1e-5)

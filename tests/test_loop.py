@@ -77,3 +77,38 @@ def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
     assert len(a) == 4 and drop_seconds[0] == drop_seconds[1]  # the same losses and accuracies, epoch by epoch
     ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert ma["test_accuracy"] == mb["test_accuracy"] and ma["epochs_run"] == 3
+
+
+def test_muon_updates_the_conv_weights_through_their_matrix_views(small_ds):
+    from fmnist.loop import MuonSGD, make_optimizer
+
+    cfg = TrainConfig(model="cnn_basic", optimizer="muon", lr=0.05, muon_lr=0.02, epochs=2, batch_size=64)
+    m = create_model("cnn_basic").to(memory_format=torch.channels_last)  # as fit lays it out
+    opt = make_optimizer(m, cfg)
+    assert isinstance(opt, MuonSGD)
+    convs = [p for p in m.parameters() if p.ndim == 4]
+    assert {id(p) for p, _, _ in opt._pairs} >= {id(p) for p in convs}  # every conv weight goes to Muon
+    out_layer = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1]
+    assert all(p is not out_layer.weight for p, _, _ in opt._pairs)  # the output layer stays with SGD
+    before = [p.detach().clone() for p in convs]
+    h = fit(m, small_ds.train, subset(small_ds.test, 100), cfg, progress=False, log=lambda *_: None)
+    assert all(not torch.equal(b, p) for b, p in zip(before, convs, strict=True))
+    assert h.train_loss[1] < h.train_loss[0] and h.val_acc[-1] > 0.5
+    state = opt.state_dict()  # what --resume saves and loads
+    fresh = make_optimizer(m, cfg)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict()["muon"]["state"].keys() == state["muon"]["state"].keys()
+
+
+def test_whitening_stem_is_set_from_the_training_images(small_ds):
+    from fmnist.data import to_input
+
+    cfg = TrainConfig(model="resnet_fm_small", model_params={"stem": "whiten"}, epochs=1, batch_size=64, lr=0.05)
+    m = create_model("resnet_fm_small", stem="whiten")
+    fit(m, small_ds.train, None, cfg, progress=False, log=lambda *_: None)
+    x = to_input(small_ds.train.images)
+    w = m.stem.conv.weight
+    assert not w.requires_grad and torch.allclose(w[:4], -w[4:])  # frozen, each direction with both signs
+    y = torch.nn.functional.conv2d(m.stem._pad(x), w[:4]).transpose(0, 1).reshape(4, -1)
+    cov = torch.cov(y.double())
+    assert torch.allclose(cov, torch.eye(4, dtype=cov.dtype), atol=0.1)  # whitened: unit variance, decorrelated

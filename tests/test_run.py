@@ -86,6 +86,10 @@ def test_library_and_cli_resolve_the_same_config_for_every_preset(preset):
     assert cli(preset, "--lr", "0.05") == TrainConfig.for_model(preset, lr=0.05)
     assert cli("lenet5", "--preset", preset) == TrainConfig.for_model("lenet5", preset=preset)
     assert TrainConfig.for_model(preset).model == PRESETS[preset].model
+    # the preset's model parameters go with its own model only; --set beats them
+    assert TrainConfig.for_model(preset).model_params == PRESETS[preset].model_params
+    assert TrainConfig.for_model("lenet5", preset=preset).model_params == {}
+    assert cli(preset, "--set", "stem=conv").model_params == {"stem": "conv"}
     with pytest.raises(FmnistError, match="unknown training setting lrr"):
         TrainConfig.for_model(preset, lrr=1)
 

@@ -130,7 +130,8 @@ def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: 
     runs = [_timed_run(ds, p, seed, device, thresholds, log) for seed in range(seeds)]
     acc = [r["final_test_accuracy"] for r in runs]
     secs = [r["train_seconds"] for r in runs]
-    return {"preset": preset, "model": p.model, "target": p.target, "config": p.config, "seeds": seeds,
+    return {"preset": preset, "model": p.model, "target": p.target, "config": p.config,
+            "model_params": p.model_params, "seeds": seeds,
             "train_images": len(ds.train), "runs": runs,
             "test_accuracy": {"mean": statistics.fmean(acc), "std": statistics.stdev(acc) if seeds > 1 else 0.0},
             "train_seconds": {"mean": statistics.fmean(secs), "std": statistics.stdev(secs) if seeds > 1 else 0.0}}
@@ -140,14 +141,14 @@ def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple
     cfg = dataclasses.replace(p.train_config(), seed=seed, device=device)
     tr, va = holdout_split(ds.train.labels, cfg.val_fraction, cfg.seed)
     torch.manual_seed(seed)
-    model = create_model(p.model, num_classes=len(ds.class_names))
+    model = create_model(p.model, num_classes=len(ds.class_names), **cfg.model_params)
     curve: list[dict] = []
     clock = {"start": time.perf_counter(), "measuring": 0.0}
 
     def on_epoch(epoch: int, _val_loss: float, _val_acc: float) -> None:
         t = time.perf_counter()
         trained = t - clock["start"] - clock["measuring"]
-        logits = numpy_logits(model, ds.test.images, tta=cfg.tta, precision="auto")
+        logits = numpy_logits(model, ds.test.images, tta=cfg.tta_views, precision="auto")
         acc = float((logits.argmax(1) == ds.test.labels).mean())
         model.train()
         curve.append({"epoch": epoch, "train_seconds": trained, "test_accuracy": acc})

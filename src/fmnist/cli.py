@@ -356,6 +356,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"onnxruntime vs PyTorch on {a['n']:,} images: same prediction {a['same_prediction']:.4%}, "
               f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
     if args.quantize:
+        from fmnist.config import tta_views_of
         from fmnist.export import compare_int8, quantize_int8
         from fmnist.files import write_json
         from fmnist.inference import load_checkpoint
@@ -365,7 +366,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB; activation ranges from {n_cal:,} training images); "
               "`--backend onnx` now uses it")
         split = ds.test if ds.test is not None else ds.train
-        tta = bool(load_checkpoint(args.run_dir)[1].get("config", {}).get("tta"))
+        tta = tta_views_of(load_checkpoint(args.run_dir)[1].get("config", {}))
         r = compare_int8(args.run_dir, split.images, split.labels, tta=tta)
         write_json(q.parent / "int8.json", r)
         f, i = r["fp32"], r["int8"]

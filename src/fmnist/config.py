@@ -9,7 +9,7 @@ from typing import Any
 
 from fmnist.errors import FmnistError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "rotate", "erase")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -32,8 +32,10 @@ class TrainConfig:
     model_params: dict[str, Any] = field(default_factory=dict)  # factory arguments, e.g. {"activation": "tanh"}
     epochs: int = _opt(10, "training epochs")
     batch_size: int = _opt(128, "images per optimizer step")
-    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
+    optimizer: str = _opt("adam", "optimizer (muon: Muon for the hidden weight matrices, sgd for the rest)",
+                          OPTIMIZERS)
     lr: float = _opt(1e-3, "peak learning rate")
+    muon_lr: float = _opt(0.02, "muon: peak learning rate of the hidden weight matrices (the rest: sgd at lr)")
     momentum: float = _opt(0.9, "sgd and rmsprop momentum")
     nesterov: bool = _opt(False, "sgd: Nesterov momentum")
     weight_decay: float = _opt(0.0, "weight decay: decoupled for adamw, PyTorch's coupled one otherwise")
@@ -47,6 +49,8 @@ class TrainConfig:
     augment: str = _opt("", "batch augmentation: comma list of crop, flip, rotate, erase")
     ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999; 0 = off")
     tta: bool = _opt(False, "test-time augmentation: average the logits of the image and its mirror")
+    tta_shifts: bool = _opt(False, "with tta: also the image and its mirror shifted one pixel up, down, left and "
+                                   "right (10 views instead of 2)")
     seed: int = _opt(0, "random seed of the split, initialization, batches and augmentation")
     device: str = _opt("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     precision: str = _opt("auto", "auto: bf16 where the hardware has it", PRECISIONS)
@@ -66,6 +70,8 @@ class TrainConfig:
             model, preset = PRESETS[model].model, model
         info = model_info(model)  # an unknown name: one line listing the known ones
         base = dict(get_preset(preset).config) if preset else dict(info.recipe or {}) if recipe else {}
+        if preset and get_preset(preset).model == model:  # the preset's own model gets its parameters too
+            model_params = {**get_preset(preset).model_params, **(model_params or {})}
         unknown = sorted(set(settings) - {f.name for f in fields(cls)} - {"model"})
         if unknown:
             raise FmnistError(f"unknown training setting {', '.join(unknown)}; the settings: "
@@ -93,8 +99,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise FmnistError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "muon_lr"):
+            if getattr(self, name) <= 0:
+                raise FmnistError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("weight_decay", "l2", "warmup_epochs", "patience", "momentum"):
             if getattr(self, name) < 0:
                 raise FmnistError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -112,6 +119,11 @@ class TrainConfig:
         if bad:
             raise FmnistError(f"augmentation '{bad[0]}' unknown; choose from {', '.join(AUGMENTATIONS)}")
 
+    @property
+    def tta_views(self) -> str:
+        """The test-time augmentation to predict with: "" (none), "flip" or "flip+shifts"."""
+        return tta_views_of(self.to_dict())
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """A config from a dict (config.json), ignoring keys it does not know."""
@@ -126,6 +138,12 @@ class TrainConfig:
         """A copy with some settings changed (validated like a new config)."""
         return replace(self, **changes)
 
+
+
+def tta_views_of(config: dict) -> str:
+    """The test-time augmentation of a saved config (a checkpoint's or config.json's dict): "", "flip" or
+    "flip+shifts"."""
+    return ("flip+shifts" if config.get("tta_shifts") else "flip") if config.get("tta") else ""
 
 
 def augment_ops(spec: str) -> list[str]:

@@ -172,7 +172,8 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
                     on_history=t.epoch if t is not None else None)
             if h.interrupted:
                 raise KeyboardInterrupt
-            test = evaluate(model, ds.test, ds.class_names, tta=config.tta).accuracy if ds.test is not None else None
+            test = (evaluate(model, ds.test, ds.class_names, tta=config.tta_views).accuracy
+                    if ds.test is not None else None)
             if t is not None:
                 t.metrics({"val_accuracy": h.kept_val_accuracy, "test_accuracy": test,
                            "train_seconds": h.train_seconds})
@@ -182,7 +183,7 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
             from fmnist.inference import numpy_logits
             from fmnist.metrics import softmax
 
-            probs = softmax(numpy_logits(model, ds.train.images[va], tta=config.tta))
+            probs = softmax(numpy_logits(model, ds.train.images[va], tta=config.tta_views))
             trial.set_user_attr("val_probabilities", _pack(probs))
         trial.set_user_attr("result", asdict(res))  # kept in the study: a rerun or another worker reads it back
         return res.val_accuracy

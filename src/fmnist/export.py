@@ -13,6 +13,7 @@ import torch
 from fmnist.data import MEAN, STD
 from fmnist.errors import FmnistError, require_extra
 from fmnist.files import atomic_path, prepare_out_dir
+from fmnist.inference import tta_arrays
 
 
 def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None) -> Path:
@@ -173,7 +174,7 @@ def agreement(run_dir: str | os.PathLike, images: np.ndarray) -> dict:
             "max_abs_logit_diff": float(np.abs(a - b).max())}
 
 
-def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, tta: bool = False,
+def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, tta: bool | str = False,
                  latency_calls: int = 300, batch: int = 1024, repeats: int = 5) -> dict:
     """fp32 against int8 ONNX, measured side by side in one process: accuracy on (test) images, batch-1 latency
     (median of `latency_calls` single-image calls) and batch-`batch` throughput (best of `repeats`)."""
@@ -182,9 +183,8 @@ def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndar
     out: dict = {"n": int(len(images))}
     for name, path in (("fp32", Path(run_dir) / "model.onnx"), ("int8", Path(run_dir) / INT8_NAME)):
         m = OnnxModel(path)
-        logits = m.logits(images)
-        if tta:
-            logits = (logits + m.logits(np.ascontiguousarray(images[:, :, ::-1]))) / 2
+        views = tta_arrays(images, tta)
+        logits = sum(m.logits(v) for v in views) / len(views)
         one = _normalize(images[:1], m.mean, m.std)
         for _ in range(20):
             m.session.run(["logits"], {"input": one})

@@ -51,20 +51,45 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+TTA_VIEWS = ("", "flip", "flip+shifts")
+
+
+def tta_views(x: torch.Tensor, tta: bool | str, black: float = -MEAN / STD) -> list[torch.Tensor]:
+    """The views of a batch (B, 1, H, W) that test-time augmentation averages: the batch itself; with "flip" (or
+    True) its mirror; with "flip+shifts" also both shifted one pixel up, down, left and right, `black` (the
+    normalized value of a black pixel) shifted in."""
+    mode = "flip" if tta is True else tta or ""
+    if mode not in TTA_VIEWS:
+        raise FmnistError(f"tta '{tta}' unknown; choose from flip, flip+shifts")
+    views = [x] if not mode else [x, x.flip(3)]
+    if mode == "flip+shifts":
+        pad = torch.nn.functional.pad(x, (1, 1, 1, 1), value=black)
+        h, w = x.shape[2], x.shape[3]
+        shifted = [pad[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+        views += shifted + [v.flip(3) for v in shifted]
+    return views
+
+
+def tta_arrays(images: np.ndarray, tta: bool | str) -> list[np.ndarray]:
+    """tta_views of uint8 images (N, H, W), for the ONNX path."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)
+    return [np.ascontiguousarray(v[:, 0].numpy()) for v in tta_views(x, tta, black=0)]
+
+
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048,
-                   dtype: torch.dtype | None = None, tta: bool = False) -> torch.Tensor:
-    """Logits (N, C) in fp32 for normalized inputs x (N, 1, 28, 28), in large batches, eval mode."""
+                   dtype: torch.dtype | None = None, tta: bool | str = False) -> torch.Tensor:
+    """Logits (N, C) in fp32 for normalized inputs x (N, 1, 28, 28), in large batches, eval mode; with `tta`
+    ("flip" or True, "flip+shifts") the mean logits of the views of `tta_views`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outs = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size].to(device, non_blocking=True)
+        views = tta_views(xb, tta)
         with autocast(device, dtype):
-            out = model(xb).float()
-            if tta:
-                out = (out + model(xb.flip(3)).float()) / 2
+            out = sum(model(v).float() for v in views) / len(views)
         outs.append(out)
     model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 0)
@@ -122,7 +147,8 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Mo
     return model, meta
 
 
-def numpy_logits(model: nn.Module, images: np.ndarray, tta: bool = False, precision: str = "fp32") -> np.ndarray:
+def numpy_logits(model: nn.Module, images: np.ndarray, tta: bool | str = False,
+                 precision: str = "fp32") -> np.ndarray:
     """Logits (N, C) for uint8 images (N, 28, 28): the inference entry point for arrays."""
     device = next(model.parameters()).device
     return predict_logits(model, to_input(images, device), dtype=autocast_dtype(device, precision),

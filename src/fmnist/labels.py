@@ -161,7 +161,7 @@ def _probabilities(run: Any, split: Split) -> np.ndarray:
     from fmnist.inference import numpy_logits
     from fmnist.metrics import softmax
 
-    return softmax(numpy_logits(run.model, split.images, tta=run.config.tta))
+    return softmax(numpy_logits(run.model, split.images, tta=run.config.tta_views))
 
 
 def _retrain(config: TrainConfig, ds: Dataset, drop: np.ndarray, out: Path, wrong_all: np.ndarray,

@@ -107,8 +107,78 @@ def lr_at(step: int, total_steps: int, config: TrainConfig, steps_per_epoch: int
     return config.lr
 
 
-def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named in the config; Adam, AdamW and SGD use PyTorch's fused (one kernel) update."""
+def _nhwc(t: torch.Tensor) -> bool:
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _matrix(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """A weight (or its gradient) as a 2-D (out, rest) matrix. A channels_last convolution weight is stored as
+    (out, kh, kw, in), so its view takes the columns in that order, which changes nothing for Muon (the
+    orthogonalized update of a matrix with permuted columns is the permuted update)."""
+    if nhwc:
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(t.shape[0], -1)
+
+
+class MuonSGD:
+    """Muon for the hidden layers' weights, SGD with Nesterov momentum for the rest (the `muon` optimizer).
+
+    torch.optim.Muon (Jordan et al. 2024) orthogonalizes each update with a Newton-Schulz iteration; it accepts
+    only 2-D parameters, so a convolution's (out, in, kh, kw) weight is handed to it as a (out, in*kh*kw) view of
+    the same storage, whose gradient is pointed at before each step. The output layer, biases and BatchNorm stay
+    with SGD, as Muon's authors advise. The loop's schedule sets each group's lr times its "lr_scale": Muon's
+    groups run at `muon_lr` when SGD's run at `lr`.
+    """
+
+    def __init__(self, net: nn.Module, config: TrainConfig) -> None:
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        out_layer = {id(p) for p in linears[-1].parameters()} if linears else set()
+        params = [p for p in net.parameters() if p.requires_grad]
+        mats = [p for p in params if p.ndim >= 2 and id(p) not in out_layer]
+        rest = [p for p in params if p.ndim < 2 or id(p) in out_layer]
+        if not mats:
+            raise FmnistError(f"optimizer muon: model '{config.model}' has no hidden weight matrices; use sgd")
+        self._pairs = [(p, nn.Parameter(_matrix(p.detach(), _nhwc(p))), _nhwc(p)) for p in mats]
+        if any(v.data_ptr() != p.data_ptr() for p, v, _ in self._pairs):  # a copy would never be updated
+            raise FmnistError(f"optimizer muon: a weight of model '{config.model}' has a memory layout it cannot "
+                              "view as a matrix; use sgd")
+        self.muon = torch.optim.Muon([v for _, v, _ in self._pairs], lr=config.muon_lr, momentum=0.95,
+                                     nesterov=True)
+        self.sgd = torch.optim.SGD(rest, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                                   weight_decay=config.weight_decay) if rest else None
+        for g in self.muon.param_groups:
+            g["lr_scale"] = config.muon_lr / config.lr
+        self.param_groups = (self.sgd.param_groups if self.sgd else []) + self.muon.param_groups
+        self._params = params
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self._params:
+            p.grad = None
+        for _, v, _ in self._pairs:
+            v.grad = None
+
+    def step(self) -> None:
+        for p, v, nhwc in self._pairs:
+            v.grad = None if p.grad is None else _matrix(p.grad, nhwc)
+        self.muon.step()
+        if self.sgd:
+            self.sgd.step()
+
+    def state_dict(self) -> dict:
+        return {"muon": self.muon.state_dict(), "sgd": self.sgd.state_dict() if self.sgd else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.muon.load_state_dict(state["muon"])
+        if self.sgd:
+            self.sgd.load_state_dict(state["sgd"])
+
+
+def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer | MuonSGD:
+    """The optimizer named in the config, for `net`'s trainable parameters; Adam, AdamW and SGD use PyTorch's
+    fused (one kernel) update."""
+    if config.optimizer == "muon":
+        return MuonSGD(net, config)
+    params = [p for p in net.parameters() if p.requires_grad]
     fused = params[0].device.type in ("cpu", "cuda") or None
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
@@ -212,10 +282,14 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
         log(f"backbone features computed once for {len(x_tr) + (len(x_va) if x_va is not None else 0):,} "
             f"images in {feature_seconds:.1f}s ({x_tr.shape[1]} per image); training the head only")
 
+    if not resume:  # a layer set from the data (e.g. resnet_fm's whitening stem), once before the first step
+        for m in net.modules():
+            if hasattr(m, "init_from_data"):
+                m.init_from_data(x_tr[:10000])
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise FmnistError(f"model '{config.model}' has no trainable parameters")
-    opt = make_optimizer(params, config)
+    opt = make_optimizer(net, config)
     l2 = config.l2 + float(getattr(model, "l2", 0.0))
     l2_params = _l2_weights(net) if l2 else []
     ema = torch.optim.swa_utils.AveragedModel(
@@ -266,7 +340,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(step, total, config, steps_per_epoch)
                 for group in opt.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 with autocast(device, dtype):
                     out = net(xb)
                     loss = F.cross_entropy(out.float(), yb, label_smoothing=config.label_smoothing)

@@ -251,13 +251,14 @@ class Predictor:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """(N, C) logits of uint8 images (N, 28, 28) (0..1 floats are scaled, see pixels_to_array)."""
-        from fmnist.inference import numpy_logits
+        from fmnist.config import tta_views_of
+        from fmnist.inference import numpy_logits, tta_arrays
 
         images = self._as_images(images)
-        tta = bool(self.meta.get("config", {}).get("tta"))
-        if self.onnx is not None:  # the same test-time augmentation as the PyTorch path: mean with the mirror image
-            out = self.onnx.logits(images)
-            return (out + self.onnx.logits(np.ascontiguousarray(images[:, :, ::-1]))) / 2 if tta else out
+        tta = tta_views_of(self.meta.get("config", {}))
+        if self.onnx is not None:  # the same test-time augmentation as the PyTorch path
+            views = tta_arrays(images, tta)
+            return sum(self.onnx.logits(v) for v in views) / len(views)
         return numpy_logits(self.model, images, tta=tta)
 
     def predict_proba(self, images: np.ndarray, logits: np.ndarray | None = None) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist.config import TrainConfig
+from fmnist.config import TrainConfig, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, prepare_out_dir, write_json
@@ -153,7 +153,7 @@ def default_run_dir(model: str) -> Path:
 
 
 def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | Split,
-             class_names: tuple[str, ...] | None = None, tta: bool | None = None,
+             class_names: tuple[str, ...] | None = None, tta: bool | str | None = None,
              out_dir: str | os.PathLike | None = None, split: str | None = None,
              calibration: Calibration | None = None, embedding: bool = False) -> Evaluation:
     """Accuracy, loss, per-class scores, confusion matrix, calibration error and prediction-set coverage of a model
@@ -168,7 +168,7 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
         model = Run.load(model)
     if isinstance(model, Run):
         class_names = class_names or model.class_names
-        tta = model.config.tta if tta is None else tta
+        tta = model.config.tta_views if tta is None else tta
         calibration = calibration or model.calibration
         model = model.model
     if isinstance(data, Dataset):
@@ -177,7 +177,7 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
         data = data.test if data.test is not None else data.train
     if not class_names:
         raise FmnistError("class_names are needed to evaluate a bare model on a Split")
-    logits = numpy_logits(model, data.images, tta=bool(tta))
+    logits = numpy_logits(model, data.images, tta=tta)
     ev = classification_metrics(data.labels, logits, class_names, split=split or "test")
     import dataclasses
 
@@ -287,7 +287,7 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         P.learning_curves(hist, out / "learning_curves.png", title=config.model)
     test = None
     if ds.test is not None:
-        test = evaluate(model, ds.test, ds.class_names, tta=config.tta, out_dir=out if plots else None,
+        test = evaluate(model, ds.test, ds.class_names, tta=config.tta_views, out_dir=out if plots else None,
                         calibration=calibration)
         log(f"test accuracy {test.accuracy:.4f}  loss {test.loss:.4f}  (train {hist.train_seconds:.0f}s, "
             f"{hist.images_per_second:,.0f} images/s)")
@@ -323,10 +323,10 @@ def _held_out_checks(model: torch.nn.Module, config: TrainConfig, train: Split, 
     """
     if not len(val):
         n = min(5000, len(train))
-        logits = numpy_logits(model, train.images[:n], tta=config.tta)
+        logits = numpy_logits(model, train.images[:n], tta=config.tta_views)
         log("no validation split: probabilities are not calibrated and predictions come without prediction sets")
         return calibrate_ood(logits, f"training images ({n:,}; the run had no validation split)"), None
-    logits = numpy_logits(model, val.images, tta=config.tta)
+    logits = numpy_logits(model, val.images, tta=config.tta_views)
     where = f"validation split ({len(val):,} images)"
     ood = calibrate_ood(logits, where)
     if len(val) < MIN_CALIBRATION:
@@ -371,7 +371,7 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
         raise FmnistError(f"{d}: give the data the run was trained on (with the same --limit): its validation "
                           f"split cannot be rebuilt from {ds.source} ({len(va_idx):,} validation rows)")
     val = ds.train.take(va_idx)
-    logits = numpy_logits(model, val.images, tta=config.tta)
+    logits = numpy_logits(model, val.images, tta=config.tta_views)
     cal = Calibration.fit(logits, val.labels, f"validation split ({len(val):,} images)", level=level, seed=config.seed)
     extra = {k: v for k, v in meta.items() if k not in ("format", "model", "model_params", "class_names",
                                                          "normalize", "config")}
@@ -379,20 +379,20 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
                     extra={**extra, "calibration": cal.to_dict()})
     if ds.test is not None and (d / "metrics.json").is_file():
         m = json.loads((d / "metrics.json").read_text())
-        m.update(trust.measure(numpy_logits(model, ds.test.images, tta=config.tta), ds.test.labels, cal))
+        m.update(trust.measure(numpy_logits(model, ds.test.images, tta=config.tta_views), ds.test.labels, cal))
         write_json(d / "metrics.json", m)
     return cal
 
 
 def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike | None = None,
-                 tta: bool | None = None, embedding: bool = True) -> Evaluation:
+                 tta: bool | str | None = None, embedding: bool = True) -> Evaluation:
     """Evaluate a saved run on a dataset's test split (or its train split when it has no test split); writes
     metrics.json and the pictures (the embedding map too, unless embedding=False) to out_dir (default
     RUN_DIR/evaluation)."""
     model, meta = load_checkpoint(run_dir)  # the checkpoint is all it needs (not the run's other files)
     out = prepare_out_dir(Path(out_dir) if out_dir else Path(run_dir) / "evaluation", existing="keep")
     if tta is None:
-        tta = bool(meta.get("config", {}).get("tta", False))
+        tta = tta_views_of(meta.get("config", {}))
     ev = evaluate(model, ds, tuple(meta["class_names"]), tta=tta, out_dir=out,
                   calibration=Calibration.from_dict(meta.get("calibration")), embedding=embedding)
     write_json(out / "metrics.json", {"model": meta["model"], "data": ds.source, **ev.to_dict(),

@@ -307,7 +307,7 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
             run = Run.load(earlier)  # training is deterministic: the same config gives the same model
         else:
             run = train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
-        pred = numpy_logits(run.model, ds.test.images, tta=cfg.tta).argmax(1)
+        pred = numpy_logits(run.model, ds.test.images, tta=cfg.tta_views).argmax(1)
         arms[arm] = (run, cfg, pred == ds.test.labels)
     (w_run, w_cfg, w_ok), (o_run, o_cfg, o_ok) = arms["with"], arms["without"]
     cmp = paired_comparison(w_ok, o_ok)

@@ -2,7 +2,8 @@
 
 Contract for every model: input (B, 1, 28, 28) float (normalized pixels), output (B, num_classes) logits.
 A model may carry `l2: float`, a Keras-style kernel regularizer that the training loop adds to the loss
-(l2 * sum of squared weights of its dense and conv layers).
+(l2 * sum of squared weights of its dense and conv layers). A layer with a method `init_from_data(x)` is set from
+training images (normalized, (N, 1, 28, 28)) by the training loop once before the first step.
 """
 
 from __future__ import annotations

@@ -33,15 +33,49 @@ class _Block(nn.Module):
         return x + self.res(x)
 
 
-class ResNetFM(nn.Module):
-    """Stem at 28x28, three residual stages (28 -> 14 -> 7 -> 3), global max+avg pooling, linear head."""
+class PatchWhitening(nn.Module):
+    """A frozen first layer (airbench's): each 2x2 patch projected on the eigenvectors of the training patches'
+    covariance, scaled to unit variance, with both signs (one channel: 4 directions, 8 filters), then the
+    activation. Its weights come from the training images: the training loop calls `init_from_data` once.
+    The input is padded on the right and bottom with black so that the output stays 28x28."""
 
-    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "relu") -> None:
+    def __init__(self, act: str, eps: float = 5e-4) -> None:
+        super().__init__()
+        self.eps = eps
+        self.conv = nn.Conv2d(1, 8, 2, bias=True)
+        self.conv.weight.requires_grad_(False)
+        self.act = act_layer(act)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        patches = torch.nn.functional.unfold(self._pad(x.float()), 2).transpose(1, 2).reshape(-1, 4).double()
+        eigval, eigvec = torch.linalg.eigh(torch.cov(patches.T))
+        w = (eigvec.T / (eigval.clamp(min=0) + self.eps).sqrt()[:, None]).view(4, 1, 2, 2)
+        self.conv.weight.copy_(torch.cat([w, -w]).to(self.conv.weight))
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        from fmnist.data import MEAN, STD
+        return torch.nn.functional.pad(x, (0, 1, 0, 1), value=-MEAN / STD)  # the normalized value of black
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(self._pad(x)))
+
+
+class ResNetFM(nn.Module):
+    """Stem at 28x28, three residual stages (28 -> 14 -> 7 -> 3), global max+avg pooling, linear head.
+
+    stem "conv": a 3x3 convolution, BatchNorm, activation (width channels); "whiten": PatchWhitening (8 channels).
+    """
+
+    def __init__(self, num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "relu",
+                 stem: str = "conv") -> None:
         super().__init__()
         w, a = width, activation
-        self.stem = _conv_bn(1, w, a)  # (B, w, 28, 28)
+        if stem not in ("conv", "whiten"):
+            raise ValueError(f"stem '{stem}' unknown; choose from conv, whiten")
+        self.stem = _conv_bn(1, w, a) if stem == "conv" else PatchWhitening(a)  # (B, w or 8, 28, 28)
         self.stages = nn.Sequential(
-            _Block(w, 2 * w, a),  # (B, 2w, 14, 14)
+            _Block(w if stem == "conv" else 8, 2 * w, a),  # (B, 2w, 14, 14)
             _Block(2 * w, 4 * w, a),  # (B, 4w, 7, 7)
             _Block(4 * w, 4 * w, a),  # (B, 4w, 3, 3)
         )
@@ -59,11 +93,12 @@ _RECIPE = dict(epochs=12, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9,
 
 @register_model("resnet", "fmnist's residual net (ResNet-9 style, pool-first blocks, ReLU) for best accuracy",
                 recipe=_RECIPE)
-def resnet_fm(num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "relu") -> nn.Module:
-    return ResNetFM(num_classes, width, dropout, activation)
+def resnet_fm(num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "relu",
+              stem: str = "conv") -> nn.Module:
+    return ResNetFM(num_classes, width, dropout, activation, stem)
 
 
 @register_model("resnet", "a smaller, faster resnet_fm (width 16)", recipe=_RECIPE)
 def resnet_fm_small(num_classes: int = 10, width: int = 16, dropout: float = 0.1,
-                    activation: str = "relu") -> nn.Module:
-    return ResNetFM(num_classes, width, dropout, activation)
+                    activation: str = "relu", stem: str = "conv") -> nn.Module:
+    return ResNetFM(num_classes, width, dropout, activation, stem)
