@@ -47,3 +47,14 @@ def test_int8_export_compares_with_fp32_and_serves(trained_run, small_ds, tmp_pa
         small_ds.test.images).argmax(1)).mean()
     assert agree > 0.95
     assert main(["export", str(run_dir), "--format", "torchscript", "--quantize", "int8"]) == 2
+
+
+def test_the_fast_preset_exports_and_its_onnx_predictions_average_the_same_ten_views(small_ds, tmp_path):
+    import fmnist
+
+    run = fmnist.train("fast", small_ds, tmp_path / "fast", epochs=1, progress=False, log=lambda *_: None)
+    assert run.config.model_params == {"stem": "whiten"} and run.config.tta_views == "flip+shifts"
+    assert main(["export", str(run.dir), "--test-limit", "100", "--check", "100"]) == 0
+    a = Predictor(run.dir).logits(small_ds.test.images[:100])
+    b = Predictor(run.dir, backend="onnx").logits(small_ds.test.images[:100])
+    assert np.abs(a - b).max() < 1e-3  # the whitening stem exports; both paths average the 10 views

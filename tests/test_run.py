@@ -54,6 +54,8 @@ def test_train_a_preset_by_name(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "lenet5", "--preset", "nope", "--limit", "100", "--out", str(tmp_path / "x")]) == 2
     assert "preset 'nope' unknown; choose from fast, best, max" in capsys.readouterr().err
+    assert main(["train", "fast", "--no-tta", "--limit", "100", "--out", str(tmp_path / "y")]) == 2
+    assert "tta_shifts needs tta" in capsys.readouterr().err and not (tmp_path / "y").exists()
     assert main(["train", "fast", "--patience", "2", "--val-fraction", "0", "--limit", "100", "--out",
                  str(tmp_path / "y")]) == 2
     assert "patience (early stopping) needs a validation split" in capsys.readouterr().err

@@ -113,6 +113,9 @@ class TrainConfig:
             raise FmnistError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.patience and self.val_fraction == 0:
             raise FmnistError("patience (early stopping) needs a validation split: set val_fraction above 0")
+        if self.tta_shifts and not self.tta:
+            raise FmnistError("tta_shifts needs tta (it adds shifted views to the mirror): give --tta, or "
+                              "--no-tta-shifts too")
         if not 0 <= self.ema < 1:
             raise FmnistError(f"ema must be in [0, 1), got {self.ema}")
         bad = [a for a in augment_ops(self.augment) if a not in AUGMENTATIONS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fmnist.data import MEAN, STD
 from fmnist.models import activation as act_layer
 from fmnist.models import register_model
 
@@ -54,7 +55,6 @@ class PatchWhitening(nn.Module):
         self.conv.weight.copy_(torch.cat([w, -w]).to(self.conv.weight))
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        from fmnist.data import MEAN, STD
         return torch.nn.functional.pad(x, (0, 1, 0, 1), value=-MEAN / STD)  # the normalized value of black
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
