@@ -270,18 +270,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     x_va = to_input(val.images, device) if val is not None and len(val) else None
     y_va = torch.as_tensor(val.labels, device=device) if x_va is not None else None
 
-    net: nn.Module = model
-    feature_seconds = 0.0  # counted as training time: the feature pass is part of training the head
-    if _frozen_features(model, bool(ops)):
-        # a frozen backbone is a fixed function: compute its features once, train the head on them
-        t0 = time.perf_counter()
-        x_tr = _features(model, x_tr, dtype)
-        x_va = _features(model, x_va, dtype) if x_va is not None else None
-        net = model.head
-        feature_seconds = time.perf_counter() - t0
-        log(f"backbone features computed once for {len(x_tr) + (len(x_va) if x_va is not None else 0):,} "
-            f"images in {feature_seconds:.1f}s ({x_tr.shape[1]} per image); training the head only")
-
+    frozen = _frozen_features(model, bool(ops))
+    net: nn.Module = model.head if frozen else model  # a frozen backbone: only the head trains
     if not resume:  # a layer set from the data (e.g. resnet_fm's whitening stem), once before the first step
         for m in net.modules():
             if hasattr(m, "init_from_data"):
@@ -289,7 +279,16 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise FmnistError(f"model '{config.model}' has no trainable parameters")
-    opt = make_optimizer(net, config)
+    opt = make_optimizer(net, config)  # before the feature pass: a setting it refuses costs no work
+    feature_seconds = 0.0  # counted as training time: the feature pass is part of training the head
+    if frozen:
+        # a frozen backbone is a fixed function: compute its features once, train the head on them
+        t0 = time.perf_counter()
+        x_tr = _features(model, x_tr, dtype)
+        x_va = _features(model, x_va, dtype) if x_va is not None else None
+        feature_seconds = time.perf_counter() - t0
+        log(f"backbone features computed once for {len(x_tr) + (len(x_va) if x_va is not None else 0):,} "
+            f"images in {feature_seconds:.1f}s ({x_tr.shape[1]} per image); training the head only")
     l2 = config.l2 + float(getattr(model, "l2", 0.0))
     l2_params = _l2_weights(net) if l2 else []
     ema = torch.optim.swa_utils.AveragedModel(
