@@ -56,6 +56,9 @@ def test_train_a_preset_by_name(tmp_path, capsys):
     assert "preset 'nope' unknown; choose from fast, best, max" in capsys.readouterr().err
     assert main(["train", "fast", "--no-tta", "--limit", "100", "--out", str(tmp_path / "y")]) == 2
     assert "tta_shifts needs tta" in capsys.readouterr().err and not (tmp_path / "y").exists()
+    assert main(["train", "efficientnet_lite0_tl", "--set", "weights=none", "--optimizer", "muon", "--limit", "100",
+                 "--out", str(tmp_path / "z")]) == 2  # a linear head on a frozen backbone: no matrix for Muon
+    assert "has no hidden weight matrices" in capsys.readouterr().err and not (tmp_path / "z").exists()
     assert main(["train", "fast", "--patience", "2", "--val-fraction", "0", "--limit", "100", "--out",
                  str(tmp_path / "y")]) == 2
     assert "patience (early stopping) needs a validation split" in capsys.readouterr().err

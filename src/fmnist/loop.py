@@ -240,6 +240,12 @@ def _frozen_features(model: nn.Module, augment: bool) -> bool:
     return bool(getattr(model, "frozen_backbone", False)) and not augment
 
 
+def trainable_net(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """The part of `model` that training updates: the head alone for a frozen backbone whose features are
+    computed once (no augmentation), else the whole model."""
+    return model.head if _frozen_features(model, bool(augment_ops(config.augment))) else model
+
+
 def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
         progress: bool | None = None, log: Any = print, on_epoch: Any = None,
         state_path: str | os.PathLike | None = None, resume: bool = False, on_history: Any = None) -> History:
@@ -271,7 +277,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     y_va = torch.as_tensor(val.labels, device=device) if x_va is not None else None
 
     frozen = _frozen_features(model, bool(ops))
-    net: nn.Module = model.head if frozen else model  # a frozen backbone: only the head trains
+    net = trainable_net(model, config)
     if not resume:  # a layer set from the data (e.g. resnet_fm's whitening stem), once before the first step
         for m in net.modules():
             if hasattr(m, "init_from_data"):

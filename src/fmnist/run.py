@@ -247,6 +247,10 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
+    if config.optimizer == "muon":  # refuses a model without hidden weight matrices
+        from fmnist.loop import MuonSGD, trainable_net
+
+        MuonSGD(trainable_net(model, config), config)
     if existing == "resume":
         load_train_state(out / TRAIN_STATE, config)  # refuses a missing state or other settings
     from fmnist.tracking import track
