@@ -125,7 +125,7 @@ class TrainConfig:
     @property
     def tta_views(self) -> str:
         """The test-time augmentation to predict with: "" (none), "flip" or "flip+shifts"."""
-        return tta_views_of(self.to_dict())
+        return tta_views_of({"tta": self.tta, "tta_shifts": self.tta_shifts})
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

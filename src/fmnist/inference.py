@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fmnist.config import TrainConfig, check_device
-from fmnist.data import MEAN, STD, to_input
+from fmnist.data import BLACK, MEAN, STD, to_input
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, dumps
 
@@ -54,7 +54,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
 TTA_VIEWS = ("", "flip", "flip+shifts")
 
 
-def tta_views(x: torch.Tensor, tta: bool | str, black: float = -MEAN / STD) -> list[torch.Tensor]:
+def tta_views(x: torch.Tensor, tta: bool | str, black: float = BLACK) -> list[torch.Tensor]:
     """The views of a batch (B, 1, H, W) that test-time augmentation averages: the batch itself; with "flip" (or
     True) its mirror; with "flip+shifts" also both shifted one pixel up, down, left and right, `black` (the
     normalized value of a black pixel) shifted in."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist.config import TrainConfig, augment_ops
-from fmnist.data import MEAN, STD, Split, to_input
+from fmnist.data import BLACK, Split, to_input
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path
 from fmnist.inference import autocast, autocast_dtype, predict_logits, resolve_device
@@ -191,7 +191,6 @@ def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 
 
 # ---------------------------------------------------------------------------------------------- augmentation
-_ZERO = -MEAN / STD  # the normalized value of a black (0) pixel
 
 
 def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator) -> torch.Tensor:
@@ -211,7 +210,7 @@ def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator) -> torch.
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
         mode = "bilinear" if "rotate" in ops else "nearest"
-        x = F.grid_sample(x - _ZERO, grid, mode=mode, padding_mode="zeros", align_corners=False) + _ZERO
+        x = F.grid_sample(x - BLACK, grid, mode=mode, padding_mode="zeros", align_corners=False) + BLACK
     if "erase" in ops:  # random erasing (p=0.5) of a rectangle of 2-16% of the image, filled with black
         hw = 28
         area = (torch.rand(b, generator=g) * 0.14 + 0.02) * hw * hw
@@ -225,7 +224,7 @@ def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator) -> torch.
         rows = (ar.view(1, hw) >= top.view(b, 1)) & (ar.view(1, hw) < (top + h).view(b, 1))
         cols = (ar.view(1, hw) >= left.view(b, 1)) & (ar.view(1, hw) < (left + w).view(b, 1))
         mask = (rows.view(b, hw, 1) & cols.view(b, 1, hw) & on.view(b, 1, 1)).to(dev)
-        x = torch.where(mask.unsqueeze(1), torch.full_like(x, _ZERO), x)
+        x = torch.where(mask.unsqueeze(1), torch.full_like(x, BLACK), x)
     return x
 
 
@@ -276,8 +275,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     x_va = to_input(val.images, device) if val is not None and len(val) else None
     y_va = torch.as_tensor(val.labels, device=device) if x_va is not None else None
 
-    frozen = _frozen_features(model, bool(ops))
     net = trainable_net(model, config)
+    frozen = net is not model  # a frozen backbone: its features are computed once, the head trains on them
     if not resume:  # a layer set from the data (e.g. resnet_fm's whitening stem), once before the first step
         for m in net.modules():
             if hasattr(m, "init_from_data"):

@@ -15,9 +15,10 @@ from fmnist.errors import DataError
 # Fashion-MNIST training-set statistics of pixels/255: models see (x/255 - MEAN) / STD.
 MEAN = 0.2860
 STD = 0.3530
+BLACK = -MEAN / STD  # a black (0) pixel, normalized: what padding and shifting bring in
 
 __all__ = [
-    "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "load_dataset", "holdout_split",
+    "BLACK", "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "load_dataset", "holdout_split",
     "kfold_splits", "subset", "to_input",
 ]
 

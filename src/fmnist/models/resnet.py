@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fmnist.data import MEAN, STD
+from fmnist.data import BLACK
 from fmnist.models import activation as act_layer
 from fmnist.models import register_model
 
@@ -55,7 +55,7 @@ class PatchWhitening(nn.Module):
         self.conv.weight.copy_(torch.cat([w, -w]).to(self.conv.weight))
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (0, 1, 0, 1), value=-MEAN / STD)  # the normalized value of black
+        return torch.nn.functional.pad(x, (0, 1, 0, 1), value=BLACK)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv(self._pad(x)))
