@@ -6,6 +6,7 @@ import torch
 
 from fmnist.config import TrainConfig
 from fmnist.data import subset
+from fmnist.errors import FmnistError
 from fmnist.loop import augment_batch, fit, lr_at
 from fmnist.models import create_model
 
@@ -41,6 +42,15 @@ def test_schedules_and_augmentation():
     assert out.shape == x.shape and torch.isfinite(out).all() and not torch.equal(out, x)
 
 
+def test_alternating_flips_mirror_the_images_they_are_told_to():
+    x = torch.randn(6, 1, 28, 28)
+    mask = torch.tensor([True, False, True, False, False, True])
+    out = augment_batch(x, ["altflip"], torch.Generator().manual_seed(0), mask)
+    assert torch.equal(out[mask], x[mask].flip(3)) and torch.equal(out[~mask], x[~mask])
+    with pytest.raises(FmnistError, match="not both"):
+        TrainConfig(augment="flip,altflip")
+
+
 def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
     import os
     import signal
@@ -48,7 +58,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
     import sys
 
     args = [sys.executable, "-m", "fmnist", "train", "cnn_bn", "--limit", "2000", "--test-limit", "200",
-            "--epochs", "3", "--batch-size", "64", "--augment", "crop,flip", "--ema", "0.9", "--quiet"]
+            "--epochs", "3", "--batch-size", "64", "--augment", "crop,altflip", "--ema", "0.9", "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen(args + ["--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env)

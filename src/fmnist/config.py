@@ -11,7 +11,7 @@ from fmnist.errors import FmnistError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
-AUGMENTATIONS = ("crop", "flip", "rotate", "erase")
+AUGMENTATIONS = ("crop", "flip", "altflip", "rotate", "erase")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -46,7 +46,8 @@ class TrainConfig:
     patience: int = _opt(0, "early stopping after this many epochs without a lower validation loss, restoring "
                             "the best weights; 0 = off")
     val_fraction: float = _opt(0.2, "stratified holdout of the training data for validation; 0 = train on all")
-    augment: str = _opt("", "batch augmentation: comma list of crop, flip, rotate, erase")
+    augment: str = _opt("", "batch augmentation: comma list of crop, flip, altflip "
+                         "(each image mirrored every other epoch), rotate, erase")
     ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999; 0 = off")
     tta: bool = _opt(False, "test-time augmentation: average the logits of the image and its mirror")
     tta_shifts: bool = _opt(False, "with tta: also the image and its mirror shifted one pixel up, down, left and "
@@ -121,6 +122,8 @@ class TrainConfig:
         bad = [a for a in augment_ops(self.augment) if a not in AUGMENTATIONS]
         if bad:
             raise FmnistError(f"augmentation '{bad[0]}' unknown; choose from {', '.join(AUGMENTATIONS)}")
+        if {"flip", "altflip"} <= set(augment_ops(self.augment)):
+            raise FmnistError("augment: give flip (random mirroring) or altflip (alternating), not both")
 
     @property
     def tta_views(self) -> str:

@@ -193,12 +193,17 @@ def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 # ---------------------------------------------------------------------------------------------- augmentation
 
 
-def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator) -> torch.Tensor:
-    """Augment a whole normalized batch (B, 1, 28, 28) with tensor ops; one random draw per image."""
+def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator,
+                  flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Augment a whole normalized batch (B, 1, 28, 28) with tensor ops; one random draw per image.
+
+    flip: which images to mirror for "altflip" (bool, (B,)); without it they are drawn at random as for "flip"."""
     b = x.shape[0]
     dev = x.device
-    if "flip" in ops:
-        flip = torch.rand(b, generator=g, device="cpu").to(dev) < 0.5
+    if "flip" in ops or "altflip" in ops:
+        if flip is None or "altflip" not in ops:
+            flip = torch.rand(b, generator=g, device="cpu") < 0.5
+        flip = flip.to(dev)
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
     if "rotate" in ops or "crop" in ops:
         # one affine grid for rotation (+-10 degrees) and translation (+-2 px): the random shift of a
@@ -324,13 +329,19 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
         log(f"resuming at epoch {first}/{config.epochs} (step {step:,}) from {state_path}")
     t_start = time.perf_counter() - feature_seconds
     stop = hist.stopped_early
+    # alternating flips (airbench's derandomized flipping): a fixed random half of the images is mirrored in odd
+    # epochs, the other half in even epochs, so every image is seen both ways in any two consecutive epochs.
+    # Drawn from the seed alone, so a resumed run mirrors the same images.
+    alt = torch.rand(n, generator=torch.Generator().manual_seed(config.seed + 1)) < 0.5 if "altflip" in ops else None
     try:
         for epoch in range(first, config.epochs + 1):
             if stop:
                 break
             t_ep = time.perf_counter()
             net.train()
-            perm = torch.randperm(n, generator=g).to(device)
+            perm = torch.randperm(n, generator=g)
+            flips = alt[perm] ^ bool(epoch % 2) if alt is not None else None
+            perm = perm.to(device)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False,
@@ -339,7 +350,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                 idx = perm[i * bs:(i + 1) * bs]
                 xb, yb = x_tr[idx], y_tr[idx]
                 if ops:
-                    xb = augment_batch(xb, ops, g)
+                    xb = augment_batch(xb, ops, g, None if flips is None else flips[i * bs:(i + 1) * bs])
                 if config.channels_last and xb.ndim == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(step, total, config, steps_per_epoch)
