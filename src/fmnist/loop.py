@@ -197,14 +197,13 @@ def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator,
                   flip: torch.Tensor | None = None) -> torch.Tensor:
     """Augment a whole normalized batch (B, 1, 28, 28) with tensor ops; one random draw per image.
 
-    flip: which images to mirror for "altflip" (bool, (B,)); without it they are drawn at random as for "flip"."""
+    flip: which images to mirror (bool, (B,)), as fit passes for "altflip"; without it they are drawn at random."""
     b = x.shape[0]
     dev = x.device
     if "flip" in ops or "altflip" in ops:
-        if flip is None or "altflip" not in ops:
+        if flip is None:
             flip = torch.rand(b, generator=g, device="cpu") < 0.5
-        flip = flip.to(dev)
-        x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+        x = torch.where(flip.to(dev).view(b, 1, 1, 1), x.flip(3), x)
     if "rotate" in ops or "crop" in ops:
         # one affine grid for rotation (+-10 degrees) and translation (+-2 px): the random shift of a
         # pad-2 random crop, without materializing the padded batch
