@@ -44,12 +44,13 @@ def test_train_a_preset_by_name(tmp_path, capsys):
     from fmnist.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "fast", "--epochs", "1", "--limit", "300", "--test-limit", "100", "--out", str(out),
+    assert main(["train", "fast", "--epochs", "1", "--limit", "1000", "--test-limit", "100", "--out", str(out),
                  "--quiet"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"] == "resnet_fm_small" and cfg["tta"] and cfg["epochs"] == 1  # the option beats the preset
-    # presets hold out 5% to calibrate probabilities and prediction sets
-    assert cfg["val_fraction"] == 0.05 and cfg["data"]["train_rows"] == 285 and cfg["data"]["val_rows"] == 15
+    # presets hold out 2% to calibrate probabilities and prediction sets
+    assert cfg["val_fraction"] == 0.02 and cfg["data"]["train_rows"] == 980 and cfg["data"]["val_rows"] == 20
+    assert json.loads((out / "metrics.json").read_text())["calibration"]["temperature"] > 0  # 20 are enough to fit
     assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1
     capsys.readouterr()
     assert main(["train", "lenet5", "--preset", "nope", "--limit", "100", "--out", str(tmp_path / "x")]) == 2

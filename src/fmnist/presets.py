@@ -2,9 +2,11 @@
 
 `fmnist train fast|best|max` trains a preset's model with its settings; `fmnist train MODEL --preset NAME` applies
 the settings to another model. Settings were chosen on a 10% validation split of the training data; the presets
-then train on 95% of the training images and hold out 5% (3,000 of 60,000): the held-out images calibrate the
+then train on 98% of the training images and hold out 2% (1,200 of 60,000): the held-out images calibrate the
 probabilities (temperature), the prediction sets and the unusual-picture warning, which must not be fitted on
-images the model trained on. The test set is used only to report the result.
+images the model trained on. 2% rather than 5%: every image held out is one the model does not learn from (holding
+out 5% cost the `fast` recipe about 0.3 points), and 600 images still fit one temperature and 600 one conformal
+quantile. The test set is used only to report the result.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fmnist.config import TrainConfig
 from fmnist.errors import FmnistError
 
 _RESNET = dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-               label_smoothing=0.1, tta=True, val_fraction=0.05, batch_size=256)
+               label_smoothing=0.1, tta=True, val_fraction=0.02, batch_size=256)
 
 _WHITEN = {"stem": "whiten"}  # a frozen 2x2 patch-whitening first layer: faster and more accurate (README)
 
