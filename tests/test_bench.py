@@ -15,7 +15,7 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
 
 def test_time_to_accuracy_on_a_tiny_setting(tmp_path, capsys):
     out = tmp_path / "tta.json"
-    assert main(["bench", "--time-to-accuracy", "--preset", "fast", "--seeds", "2", "--limit", "256",
+    assert main(["bench", "--time-to-accuracy", "--preset", "fast", "--seeds", "2", "--limit", "512",
                  "--test-limit", "64", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["preset"] == "fast" and r["model"] == "resnet_fm_small" and len(r["runs"]) == 2
@@ -49,7 +49,7 @@ def test_bench_bad_settings_are_one_line_before_any_table(tmp_path, capsys):
 
 def test_time_to_seed_figure_on_a_tiny_setting(tmp_path, capsys):
     out = tmp_path / "seed.json"
-    assert main(["bench", "--time-to-seed", "--timed-epochs", "1", "--limit", "256", "--test-limit", "64",
+    assert main(["bench", "--time-to-seed", "--timed-epochs", "1", "--limit", "512", "--test-limit", "64",
                  "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["target"] == 0.9137 and r["reference_recipe"]["epochs"] == 50 and r["preset"] == "fast"

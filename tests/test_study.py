@@ -78,4 +78,4 @@ def check_command(row, out):
         command, saved = row["command"], step / "config.json"
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert config_of(args.model, args) == TrainConfig.from_dict(json.loads(saved.read_text())), row["key"]
-    assert args.limit == 300 and args.test_limit == 200  # the tiny profile's slice is in the command
+    assert args.limit == 500 and args.test_limit == 200  # the tiny profile's slice is in the command

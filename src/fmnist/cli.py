@@ -105,7 +105,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="start from fmnist's generic defaults instead of the model's recipe")
     g.add_argument("--preset", metavar="NAME",
                    help="start from a named recipe instead of the model's: fast (94%% in 2 min), best (95%% in "
-                        "10 min), max (95.2%% in 30 min) on a 2-core CPU; `fmnist train best` also picks the "
+                        "10 min), max (95.4%% in 30 min) on a 2-core CPU; `fmnist train best` also picks the "
                         "preset's model")
 
 

@@ -80,7 +80,7 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", 300, 200, QUICK_RECIPES, 1, "lenet5", 2, None, 2, 300, 1, "cnn_basic", 1,
+    "tiny": Profile("tiny", 500, 200, QUICK_RECIPES, 1, "lenet5", 2, None, 2, 300, 1, "cnn_basic", 1,
                     ("efficientnet_lite0_tl",), "fast", 1),
     "quick": Profile("quick", None, None, QUICK_RECIPES, None, "lenet5", 5, 5, 4, 12000, 2, "cnn_basic", None,
                      ("efficientnet_lite0_tl",), "fast", None),
