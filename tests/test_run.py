@@ -50,8 +50,9 @@ def test_train_a_preset_by_name(tmp_path, capsys):
     assert cfg["model"] == "resnet_fm_small" and cfg["tta"] and cfg["epochs"] == 1  # the option beats the preset
     # presets hold out 2% to calibrate probabilities and prediction sets
     assert cfg["val_fraction"] == 0.02 and cfg["data"]["train_rows"] == 980 and cfg["data"]["val_rows"] == 20
-    assert json.loads((out / "metrics.json").read_text())["calibration"]["temperature"] > 0  # 20 are enough to fit
-    assert 0 <= json.loads((out / "metrics.json").read_text())["test_accuracy"] <= 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["calibration"]["temperature"] > 0  # 20 are enough to fit
+    assert 0 <= metrics["test_accuracy"] <= 1
     capsys.readouterr()
     assert main(["train", "lenet5", "--preset", "nope", "--limit", "100", "--out", str(tmp_path / "x")]) == 2
     assert "preset 'nope' unknown; choose from fast, best, max" in capsys.readouterr().err
