@@ -57,3 +57,14 @@ def test_bad_search_spaces_are_refused_before_any_trial(tmp_path, capsys, toml, 
                  "--quiet", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_grid_search_cannot_ask_for_more_trials_than_points(tmp_path, capsys):
+    f = tmp_path / "space.toml"
+    f.write_text("[params.lr]\ntype='categorical'\nchoices=[0.01, 0.02]\n")
+    out = tmp_path / "t"
+    assert main(["tune", "lenet5", "--space", str(f), "--sampler", "grid", "--trials", "3", "--limit", "200",
+                 "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--trials 3 is more than the grid's 2 points") and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -182,3 +182,70 @@ def test_workers_creating_one_storage_at_the_same_instant_all_join(tmp_path):
     for t in threads:
         t.join()
     assert not errors and len(studies) == 6 and len({s._study_id for s in studies}) == 1
+
+
+def _grid_study(url: str, grid: dict) -> optuna.Study:
+    from fmnist.workers import open_study
+
+    return open_study(url, 10, "grid", optuna.samplers.GridSampler(grid), "maximize", {"k": 1})
+
+
+def test_a_grid_point_whose_trial_failed_is_run_again(tmp_path):
+    from fmnist.workers import grid_points, run_worker
+
+    grid = {"fold": [1, 2, 3, 4, 5, 6]}
+    url, failed = f"sqlite:///{tmp_path / 'g.db'}", []
+
+    def suggest(trial: optuna.Trial) -> dict:
+        return {"fold": trial.suggest_categorical("fold", grid["fold"])}
+
+    def run(trial: optuna.Trial, p: dict) -> float:
+        if p["fold"] == 3 and not failed:
+            failed.append(trial.number)
+            raise RuntimeError("the worker's fold 3 crashed")
+        return float(p["fold"])
+
+    with pytest.raises(RuntimeError, match="fold 3 crashed"):
+        run_worker(_grid_study(url, grid), suggest, run, 6, grid=grid_points(grid), log=lambda _: None)
+    study = _grid_study(url, grid)  # the command run again
+    w = run_worker(study, suggest, run, 6, grid=grid_points(grid), log=lambda _: None)
+    assert w.complete and w.finished == 6
+    done = sorted(t.params["fold"] for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    assert done == [1, 2, 3, 4, 5, 6]  # fold 3 once more, and nothing twice
+    assert not [t for t in study.trials if t.user_attrs.get("surplus")]  # no retries by luck
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_three_workers_on_one_grid_run_each_point_once(backend, request, tmp_path):
+    import threading
+
+    from fmnist.workers import grid_points, run_worker
+
+    grid = {"lr": [1, 2, 3], "wd": [0, 1, 2, 3]}
+    url = (f"sqlite:///{tmp_path / 'g.db'}" if backend == "sqlite"
+           else _fresh_postgres_db(request.getfixturevalue("postgres_url"), f"grid_{time.time_ns()}"))
+    results, ran_by = [], []
+
+    def suggest(trial: optuna.Trial) -> dict:
+        return {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
+
+    def run(trial: optuna.Trial, p: dict) -> float:
+        ran_by.append((p["lr"], p["wd"]))
+        time.sleep(0.02)
+        return float(p["lr"] + p["wd"])
+
+    def work() -> None:
+        try:
+            results.append(run_worker(_grid_study(url, grid), suggest, run, 12, grid=grid_points(grid), poll=0.1,
+                                      log=lambda _: None))
+        except Exception as e:  # noqa: BLE001
+            results.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [getattr(r, "complete", r) for r in results] == [True, True, True]
+    assert sorted(ran_by) == sorted((p["lr"], p["wd"]) for p in grid_points(grid))  # each point trained once
+    assert sum(r.ran for r in results) == 12

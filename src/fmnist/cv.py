@@ -19,6 +19,7 @@ from fmnist.tracking import track
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
     count_finished,
+    grid_points,
     open_study,
     redact,
     run_worker,
@@ -194,7 +195,7 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
     with track(mlflow, f"cv {name}", tags={"kind": "cv", "study": name}) as parent:
         if parent is not None:
             parent.params({**config.to_dict(), "folds": folds, "repeats": repeats})
-        w = run_worker(study, suggest, run, total, unique=True, timeout=timeout, log=log)
+        w = run_worker(study, suggest, run, total, grid=grid_points(grid), timeout=timeout, log=log)
     if not w.complete:
         log(f"stopped with {w.finished} of {total} folds finished; run the same command again to continue")
         return CVResult(config.model, folds, repeats, False, w.finished, name, redact(url), [])

@@ -20,7 +20,6 @@ A search space is a TOML file or a named preset:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from fmnist.workers import (
     HEARTBEAT_SECONDS,
     claim_once,
     count_finished,
+    grid_points,
     open_study,
     redact,
     run_worker,
@@ -189,7 +189,7 @@ def _sampler(name: str, space: dict, seed: int) -> Any:
                 grid[k] = list(range(d["low"], d["high"] + 1, d.get("step", 1)))
             else:
                 raise FmnistError(f"grid search needs discrete values: give params.{k} as categorical choices")
-        return optuna.samplers.GridSampler(grid, seed=seed), math.prod(len(v) for v in grid.values())
+        return optuna.samplers.GridSampler(grid, seed=seed), grid_points(grid)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed), None
     if name == "tpe":
@@ -216,11 +216,13 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     from fmnist.inference import resolve_device
 
     resolve_device(base.device)
-    smp, grid_size = _sampler(sampler, space, sampler_seed(base.seed, storage))
+    smp, grid = _sampler(sampler, space, sampler_seed(base.seed, storage))
     if trials is None:
-        trials = grid_size or 20
+        trials = len(grid) if grid else 20
     if trials < 1:
         raise FmnistError(f"--trials must be at least 1, got {trials}")
+    if grid and trials > len(grid):
+        raise FmnistError(f"--trials {trials} is more than the grid's {len(grid)} points")
     if base.val_fraction == 0:
         raise FmnistError("tuning chooses on a validation split: --val-fraction must be above 0")
     tr_idx, va_idx = holdout_split(ds.train.labels, base.val_fraction, base.seed)
@@ -271,18 +273,18 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     with track(mlflow, f"tune {study_name}", tags={"kind": "tune", "study": study_name}) as parent:
         if parent is not None:
             parent.params({**base.to_dict(), "space": space, "sampler": sampler, "metric": metric, "trials": trials})
-        result = _worker_and_results(study, suggest, run, trials, sampler, timeout, log, out, space, metric,
+        result = _worker_and_results(study, suggest, run, trials, grid, sampler, timeout, log, out, space, metric,
                                      base, url, study_name, retrain, ds, progress, mlflow, parent)
     return result
 
 
-def _worker_and_results(study: Any, suggest: Any, run: Any, trials: int, sampler: str, timeout: float | None,
-                        log: Any, out: Path, space: dict, metric: str, base: TrainConfig, url: str, study_name: str,
-                        retrain: bool, ds: Dataset, progress: bool | None, mlflow: str | None,
-                        parent: Any) -> TuneResult:
+def _worker_and_results(study: Any, suggest: Any, run: Any, trials: int, grid: list[dict] | None, sampler: str,
+                        timeout: float | None, log: Any, out: Path, space: dict, metric: str, base: TrainConfig,
+                        url: str, study_name: str, retrain: bool, ds: Dataset, progress: bool | None,
+                        mlflow: str | None, parent: Any) -> TuneResult:
     from optuna.trial import TrialState
 
-    w = run_worker(study, suggest, run, trials, unique=sampler == "grid", timeout=timeout, log=log)
+    w = run_worker(study, suggest, run, trials, grid=grid, timeout=timeout, log=log)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if not complete:
         raise FmnistError(f"study '{study_name}' has no completed trial")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -147,15 +148,38 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS) -> Any:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: "experimental"
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                         max_retry=MAX_RETRY))
+            if url.startswith("sqlite"):
+                _immediate_transactions(storage.engine)
+            return storage
         except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as e:
             if attempt == 5 or not _racing(e):  # a database without a creation lock: try again shortly
                 raise _storage_error(url, e) from None
             time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _immediate_transactions(engine: Any) -> None:
+    """SQLite transactions that take the write lock when they begin (SQLAlchemy's documented pysqlite recipe).
+
+    pysqlite runs a SELECT outside any transaction, so Optuna's "pop a queued trial" (read WAITING, then write
+    RUNNING, made atomic elsewhere by SELECT ... FOR UPDATE) lets two workers on one SQLite file both start the
+    same queued trial. With BEGIN IMMEDIATE the read and the write are one transaction; others wait (timeout 60 s).
+    """
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections were opened before the listeners
 
 
 def claim_once(url: str, study_name: str, task: str) -> str | None:
@@ -261,27 +285,54 @@ def count_finished(study: Any) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    """Every combination of a grid's values, as the parameter dicts its trials take."""
+    return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+
+
+def _point(trial: Any) -> dict | None:
+    """The grid point a trial holds: fixed when it was queued, so visible to others before it starts."""
+    return trial.system_attrs.get("fixed_params") or trial.params or None
+
+
 def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, dict], float], n_trials: int,
-               unique: bool = False, timeout: float | None = None, poll: float = 2.0,
+               grid: list[dict] | None = None, timeout: float | None = None, poll: float = 2.0,
                log: Callable[[str], None] = print) -> WorkerResult:
     """Run trials of `study` until it has `n_trials` finished trials (all workers together), then return.
 
-    `suggest(trial)` draws the parameters; `run(trial, params)` trains and returns the objective. With `unique`,
-    a trial whose parameters equal those of a live trial numbered before it is surplus too (grid points, folds).
+    `suggest(trial)` draws the parameters; `run(trial, params)` trains and returns the objective.
+
+    With `grid` (the points of a grid search, or the folds of a cross-validation), `n_trials` counts distinct
+    points, and points are handed out here rather than by Optuna's GridSampler: each new trial is queued with a
+    point that no finished or live trial holds, so its parameters are in the storage before it starts, and a trial
+    numbered after another holding the same point gives its slot back. A point whose trial failed (its worker
+    raised or was killed and not re-queued) is queued again: GridSampler counts a failed point as visited and
+    would only come back to it by chance.
     """
     result = WorkerResult(target=n_trials)
     t0 = time.monotonic()
     surplus_in_a_row = 0
+    queued_here: dict[str, int] = {}  # grid point -> times this worker queued it
     current: dict[str, Any] = {}
 
     def objective(trial: optuna.Trial) -> float:
         current.update(trial=trial, surplus=False)
-        params = suggest(trial)
-        before = [t for t in study.get_trials(deepcopy=False, states=FINISHED + LIVE) if t.number < trial.number]
-        if len(before) >= n_trials or (unique and any(t.params == params for t in before)):
-            current["surplus"] = True
-            trial.set_user_attr("surplus", True)
-            raise _Surplus
+        if grid is not None:
+            trials = study.get_trials(deepcopy=False, states=FINISHED + LIVE)
+            point = next(_point(t) for t in trials if t.number == trial.number)
+            before = [t for t in trials if t.number < trial.number]
+            if point is None or any(_point(t) == point for t in before):
+                current["surplus"] = True  # not a queued point (Optuna's own draw), or held by an earlier trial
+                trial.set_user_attr("surplus", True)
+                raise _Surplus
+            params = suggest(trial)
+        else:
+            params = suggest(trial)
+            before = [t for t in study.get_trials(deepcopy=False, states=FINISHED + LIVE) if t.number < trial.number]
+            if len(before) >= n_trials:
+                current["surplus"] = True
+                trial.set_user_attr("surplus", True)
+                raise _Surplus
         trial.set_user_attr("worker", worker_id())
         return run(trial, params)
 
@@ -291,17 +342,34 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                 warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
                 optuna.storages.fail_stale_trials(study)  # dead workers' trials -> FAIL + re-queued copy
             trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in FINISHED for t in trials)
             waiting = sum(t.state == TrialState.WAITING for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if grid is not None:
+                done = {json.dumps(_point(t), sort_keys=True) for t in trials if t.state in FINISHED}
+                held = done | {json.dumps(_point(t), sort_keys=True) for t in trials if t.state in LIVE}
+                finished, occupied = len(done), len(held)
+                missing = [p for p in grid if json.dumps(p, sort_keys=True) not in held]
+            else:
+                finished = sum(t.state in FINISHED for t in trials)
+                occupied = finished + sum(t.state in LIVE for t in trials)
             result.finished = finished
             if finished >= n_trials:
                 break
             if stop.requested or (timeout is not None and time.monotonic() - t0 > timeout):
                 break
-            if finished + running + waiting >= n_trials and not waiting:
+            if occupied >= n_trials and not waiting:
                 time.sleep(poll)  # the remaining slots are held by running trials; wait in case one dies
                 continue
+            if grid is not None and not waiting:
+                if not missing:
+                    raise FmnistError(f"study '{study.study_name}' cannot finish: {finished} of {n_trials} grid "
+                                      f"points finished and none is left to run")
+                point = random.choice(missing)  # random: two workers seldom queue the same point at once
+                key = json.dumps(point, sort_keys=True)
+                queued_here[key] = queued_here.get(key, 0) + 1
+                if queued_here[key] > MAX_RETRY + 1:
+                    raise FmnistError(f"study '{study.study_name}' cannot finish: the trial of {point} failed "
+                                      f"{queued_here[key] - 1} times")
+                study.enqueue_trial(point)
             current.clear()
             try:
                 study.optimize(objective, n_trials=1, catch=(_Surplus,))
@@ -320,8 +388,13 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
             elif current:
                 surplus_in_a_row = 0
                 result.ran += 1
-    result.finished = count_finished(study)
+    result.finished = _count(study, grid)
     return result
+
+
+def _count(study: Any, grid: list[dict] | None) -> int:
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return len({json.dumps(_point(t), sort_keys=True) for t in trials}) if grid is not None else len(trials)
 
 
 def worker_id() -> str:
