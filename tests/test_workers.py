@@ -15,7 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -167,21 +169,35 @@ def test_workers_creating_one_storage_at_the_same_instant_all_join(tmp_path):
     from fmnist.workers import open_study
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    barrier, errors, studies = threading.Barrier(6), [], []
+    barrier = threading.Barrier(6)
 
-    def join() -> None:
+    def join() -> optuna.Study:
         barrier.wait()
-        try:
-            studies.append(open_study(url, 10, "race", optuna.samplers.RandomSampler(), "maximize", {"k": 1}))
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
+        return open_study(url, 10, "race", optuna.samplers.RandomSampler(), "maximize", {"k": 1})
 
-    threads = [threading.Thread(target=join) for _ in range(6)]
+    studies = _in_threads(join, 6)
+    assert all(isinstance(s, optuna.Study) for s in studies), studies
+    assert len({s._study_id for s in studies}) == 1
+
+
+def _in_threads(fn: Callable[[], Any], n: int) -> list:
+    """fn's result, or the exception it raised, in each of n threads started together."""
+    import threading
+
+    out: list = []
+
+    def call() -> None:
+        try:
+            out.append(fn())
+        except Exception as e:  # noqa: BLE001
+            out.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors and len(studies) == 6 and len({s._study_id for s in studies}) == 1
+    return out
 
 
 def _grid_study(url: str, grid: dict) -> optuna.Study:
@@ -217,14 +233,12 @@ def test_a_grid_point_whose_trial_failed_is_run_again(tmp_path):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_three_workers_on_one_grid_run_each_point_once(backend, request, tmp_path):
-    import threading
-
-    from fmnist.workers import grid_points, run_worker
+    from fmnist.workers import WorkerResult, grid_points, run_worker
 
     grid = {"lr": [1, 2, 3], "wd": [0, 1, 2, 3]}
     url = (f"sqlite:///{tmp_path / 'g.db'}" if backend == "sqlite"
            else _fresh_postgres_db(request.getfixturevalue("postgres_url"), f"grid_{time.time_ns()}"))
-    results, ran_by = [], []
+    ran_by = []
 
     def suggest(trial: optuna.Trial) -> dict:
         return {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
@@ -234,18 +248,11 @@ def test_three_workers_on_one_grid_run_each_point_once(backend, request, tmp_pat
         time.sleep(0.02)
         return float(p["lr"] + p["wd"])
 
-    def work() -> None:
-        try:
-            results.append(run_worker(_grid_study(url, grid), suggest, run, 12, grid=grid_points(grid), poll=0.1,
-                                      log=lambda _: None))
-        except Exception as e:  # noqa: BLE001
-            results.append(e)
+    def work() -> WorkerResult:
+        return run_worker(_grid_study(url, grid), suggest, run, 12, grid=grid_points(grid), poll=0.1,
+                          log=lambda _: None)
 
-    threads = [threading.Thread(target=work) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = _in_threads(work, 3)
     assert [getattr(r, "complete", r) for r in results] == [True, True, True]
     assert sorted(ran_by) == sorted((p["lr"], p["wd"]) for p in grid_points(grid))  # each point trained once
     assert sum(r.ran for r in results) == 12
