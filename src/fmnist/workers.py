@@ -344,8 +344,9 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
             trials = study.get_trials(deepcopy=False)
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if grid is not None:
-                done = {json.dumps(_point(t), sort_keys=True) for t in trials if t.state in FINISHED}
-                held = done | {json.dumps(_point(t), sort_keys=True) for t in trials if t.state in LIVE}
+                points = [(t.state, json.dumps(_point(t), sort_keys=True)) for t in trials if _point(t)]
+                done = {key for state, key in points if state in FINISHED}
+                held = done | {key for state, key in points if state in LIVE}
                 finished, occupied = len(done), len(held)
                 missing = [p for p in grid if json.dumps(p, sort_keys=True) not in held]
             else:
