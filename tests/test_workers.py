@@ -256,3 +256,34 @@ def test_three_workers_on_one_grid_run_each_point_once(backend, request, tmp_pat
     assert [getattr(r, "complete", r) for r in results] == [True, True, True]
     assert sorted(ran_by) == sorted((p["lr"], p["wd"]) for p in grid_points(grid))  # each point trained once
     assert sum(r.ran for r in results) == 12
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test plays the other worker with ask and tell
+def test_a_surplus_trial_gives_its_slot_back_without_a_traceback(tmp_path):
+    import logging
+
+    from fmnist.workers import grid_points, run_worker
+
+    grid = {"fold": [1, 2]}
+    study = _grid_study(f"sqlite:///{tmp_path / 'g.db'}", grid)
+    study.enqueue_trial({"fold": 1})
+    held = study.ask()  # another worker's trial of fold 1, still running
+    study.enqueue_trial({"fold": 1})  # a second copy, as two workers queueing one point at once leave
+
+    def run(trial: optuna.Trial, p: dict) -> float:
+        study.tell(held, 1.0)  # the other worker finishes meanwhile
+        return 2.0
+
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    optuna_log = logging.getLogger("optuna.study._optimize")  # where Optuna logs an objective that raised
+    optuna_log.addHandler(handler)
+    try:
+        w = run_worker(study, lambda t: {"fold": t.suggest_categorical("fold", grid["fold"])}, run, 2,
+                       grid=grid_points(grid), log=lambda _: None)
+    finally:
+        optuna_log.removeHandler(handler)
+    assert w.complete and w.ran == 1
+    assert [t.user_attrs.get("surplus") for t in study.trials] == [None, True, None]
+    assert not [r.getMessage() for r in logged if r.levelno >= logging.WARNING]

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import random
 import signal
@@ -295,6 +296,19 @@ def _point(trial: Any) -> dict | None:
     return trial.system_attrs.get("fixed_params") or trial.params or None
 
 
+class _QuietSurplus(logging.Filter):
+    """Optuna logs every trial whose objective raised, with a traceback; a surplus trial (a slot given back before
+    any training) is no error, so its two warnings are dropped."""
+
+    def __init__(self, current: dict) -> None:
+        super().__init__()
+        self.current = current
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        c = self.current
+        return not (c.get("surplus") and record.getMessage().startswith(f"Trial {c['trial'].number} failed "))
+
+
 def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, dict], float], n_trials: int,
                grid: list[dict] | None = None, timeout: float | None = None, poll: float = 2.0,
                log: Callable[[str], None] = print) -> WorkerResult:
@@ -310,6 +324,7 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
     would only come back to it by chance.
     """
     result = WorkerResult(target=n_trials)
+    optuna_log = logging.getLogger("optuna.study._optimize")
     t0 = time.monotonic()
     surplus_in_a_row = 0
     queued_here: dict[str, int] = {}  # grid point -> times this worker queued it
@@ -372,6 +387,8 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                                       f"{queued_here[key] - 1} times")
                 study.enqueue_trial(point)
             current.clear()
+            quiet = _QuietSurplus(current)
+            optuna_log.addFilter(quiet)
             try:
                 study.optimize(objective, n_trials=1, catch=(_Surplus,))
             except KeyboardInterrupt:
@@ -380,6 +397,8 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                     study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
                     log(f"trial {t.number} abandoned and re-queued for another worker")
                 break
+            finally:
+                optuna_log.removeFilter(quiet)
             if current.get("surplus"):
                 surplus_in_a_row += 1
                 if surplus_in_a_row >= 20:
