@@ -281,9 +281,10 @@ class WorkerResult:
         return self.finished >= self.target
 
 
-def count_finished(study: Any) -> int:
-    """Complete and pruned trials of the study."""
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def count_finished(study: Any, grid: list[dict] | None = None) -> int:
+    """Complete and pruned trials of the study; with `grid`, the distinct grid points they hold."""
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
+    return len({_key(_point(t)) for t in trials}) if grid is not None else len(trials)
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -294,6 +295,22 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 def _point(trial: Any) -> dict | None:
     """The grid point a trial holds: fixed when it was queued, so visible to others before it starts."""
     return trial.system_attrs.get("fixed_params") or trial.params or None
+
+
+def _key(point: dict | None) -> str:
+    """A grid point as a set member."""
+    return json.dumps(point, sort_keys=True)
+
+
+@contextlib.contextmanager
+def _quiet_surplus(current: dict) -> Iterator[None]:
+    """While a worker runs, Optuna's two warnings about a surplus trial of its own are dropped."""
+    optuna_log, quiet = logging.getLogger("optuna.study._optimize"), _QuietSurplus(current)
+    optuna_log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        optuna_log.removeFilter(quiet)
 
 
 class _QuietSurplus(logging.Filter):
@@ -324,7 +341,6 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
     would only come back to it by chance.
     """
     result = WorkerResult(target=n_trials)
-    optuna_log = logging.getLogger("optuna.study._optimize")
     t0 = time.monotonic()
     surplus_in_a_row = 0
     queued_here: dict[str, int] = {}  # grid point -> times this worker queued it
@@ -332,26 +348,22 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
 
     def objective(trial: optuna.Trial) -> float:
         current.update(trial=trial, surplus=False)
-        if grid is not None:
-            trials = study.get_trials(deepcopy=False, states=FINISHED + LIVE)
+        params = None if grid is not None else suggest(trial)  # a grid trial draws once it is known to run
+        trials = study.get_trials(deepcopy=False, states=FINISHED + LIVE)
+        before = [t for t in trials if t.number < trial.number]
+        if grid is not None:  # not a queued point (Optuna's own draw), or a point an earlier trial holds
             point = next(_point(t) for t in trials if t.number == trial.number)
-            before = [t for t in trials if t.number < trial.number]
-            if point is None or any(_point(t) == point for t in before):
-                current["surplus"] = True  # not a queued point (Optuna's own draw), or held by an earlier trial
-                trial.set_user_attr("surplus", True)
-                raise _Surplus
-            params = suggest(trial)
+            surplus = point is None or any(_point(t) == point for t in before)
         else:
-            params = suggest(trial)
-            before = [t for t in study.get_trials(deepcopy=False, states=FINISHED + LIVE) if t.number < trial.number]
-            if len(before) >= n_trials:
-                current["surplus"] = True
-                trial.set_user_attr("surplus", True)
-                raise _Surplus
+            surplus = len(before) >= n_trials
+        if surplus:
+            current["surplus"] = True
+            trial.set_user_attr("surplus", True)
+            raise _Surplus
         trial.set_user_attr("worker", worker_id())
-        return run(trial, params)
+        return run(trial, suggest(trial) if params is None else params)
 
-    with _GracefulStop(log) as stop:
+    with _GracefulStop(log) as stop, _quiet_surplus(current):
         while True:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # fail_stale_trials is marked experimental
@@ -359,11 +371,11 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
             trials = study.get_trials(deepcopy=False)
             waiting = sum(t.state == TrialState.WAITING for t in trials)
             if grid is not None:
-                points = [(t.state, json.dumps(_point(t), sort_keys=True)) for t in trials if _point(t)]
+                points = [(t.state, _key(_point(t))) for t in trials if _point(t)]
                 done = {key for state, key in points if state in FINISHED}
                 held = done | {key for state, key in points if state in LIVE}
                 finished, occupied = len(done), len(held)
-                missing = [p for p in grid if json.dumps(p, sort_keys=True) not in held]
+                missing = [p for p in grid if _key(p) not in held]
             else:
                 finished = sum(t.state in FINISHED for t in trials)
                 occupied = finished + sum(t.state in LIVE for t in trials)
@@ -376,19 +388,14 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                 time.sleep(poll)  # the remaining slots are held by running trials; wait in case one dies
                 continue
             if grid is not None and not waiting:
-                if not missing:
-                    raise FmnistError(f"study '{study.study_name}' cannot finish: {finished} of {n_trials} grid "
-                                      f"points finished and none is left to run")
                 point = random.choice(missing)  # random: two workers seldom queue the same point at once
-                key = json.dumps(point, sort_keys=True)
+                key = _key(point)
                 queued_here[key] = queued_here.get(key, 0) + 1
                 if queued_here[key] > MAX_RETRY + 1:
                     raise FmnistError(f"study '{study.study_name}' cannot finish: the trial of {point} failed "
                                       f"{queued_here[key] - 1} times")
                 study.enqueue_trial(point)
             current.clear()
-            quiet = _QuietSurplus(current)
-            optuna_log.addFilter(quiet)
             try:
                 study.optimize(objective, n_trials=1, catch=(_Surplus,))
             except KeyboardInterrupt:
@@ -397,8 +404,6 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
                     study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number})
                     log(f"trial {t.number} abandoned and re-queued for another worker")
                 break
-            finally:
-                optuna_log.removeFilter(quiet)
             if current.get("surplus"):
                 surplus_in_a_row += 1
                 if surplus_in_a_row >= 20:
@@ -408,13 +413,8 @@ def run_worker(study: Any, suggest: Callable[[Any], dict], run: Callable[[Any, d
             elif current:
                 surplus_in_a_row = 0
                 result.ran += 1
-    result.finished = _count(study, grid)
+    result.finished = count_finished(study, grid)
     return result
-
-
-def _count(study: Any, grid: list[dict] | None) -> int:
-    trials = study.get_trials(deepcopy=False, states=FINISHED)
-    return len({json.dumps(_point(t), sort_keys=True) for t in trials}) if grid is not None else len(trials)
 
 
 def worker_id() -> str:
