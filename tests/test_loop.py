@@ -42,6 +42,16 @@ def test_schedules_and_augmentation():
     assert out.shape == x.shape and torch.isfinite(out).all() and not torch.equal(out, x)
 
 
+def test_erase_area_bounds_the_erased_rectangle():
+    x = torch.ones(400, 1, 28, 28)
+    for area in (0.16, 0.4):
+        erased = (augment_batch(x, ["erase"], torch.Generator().manual_seed(0), erase_area=area) != 1).sum((1, 2, 3))
+        assert erased.max() <= area * 784 and (erased > 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
+    assert erased.max() > 0.16 * 784  # the larger setting erases rectangles the default never does
+    with pytest.raises(FmnistError, match="erase_area"):
+        TrainConfig(erase_area=0.01)
+
+
 def test_alternating_flips_mirror_the_images_they_are_told_to():
     x = torch.randn(6, 1, 28, 28)
     mask = torch.tensor([True, False, True, False, False, True])

@@ -48,6 +48,8 @@ class TrainConfig:
     val_fraction: float = _opt(0.2, "stratified holdout of the training data for validation; 0 = train on all")
     augment: str = _opt("", "batch augmentation: comma list of crop, flip, altflip "
                          "(each image mirrored every other epoch), rotate, erase")
+    erase_area: float = _opt(0.16, "with --augment erase: the largest fraction of the image one erased rectangle "
+                                   "covers (the smallest is 0.02; Zhong et al.'s random erasing uses 0.4)")
     ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999; 0 = off")
     tta: bool = _opt(False, "test-time augmentation: average the logits of the image and its mirror")
     tta_shifts: bool = _opt(False, "with tta: also the image and its mirror shifted one pixel up, down, left and "
@@ -117,6 +119,9 @@ class TrainConfig:
         if self.tta_shifts and not self.tta:
             raise FmnistError("tta_shifts needs tta (it adds shifted views to the mirror): give --tta, or "
                               "--no-tta-shifts too")
+        if not 0.02 < self.erase_area <= 1:
+            raise FmnistError(f"erase_area must be above 0.02 (the smallest rectangle) and at most 1, "
+                              f"got {self.erase_area}")
         if not 0 <= self.ema < 1:
             raise FmnistError(f"ema must be in [0, 1), got {self.ema}")
         bad = [a for a in augment_ops(self.augment) if a not in AUGMENTATIONS]

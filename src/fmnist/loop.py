@@ -194,10 +194,11 @@ def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 
 
 def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator,
-                  flip: torch.Tensor | None = None) -> torch.Tensor:
+                  flip: torch.Tensor | None = None, erase_area: float = 0.16) -> torch.Tensor:
     """Augment a whole normalized batch (B, 1, 28, 28) with tensor ops; one random draw per image.
 
-    flip: which images to mirror (bool, (B,)), as fit passes for "altflip"; without it they are drawn at random."""
+    flip: which images to mirror (bool, (B,)), as fit passes for "altflip"; without it they are drawn at random.
+    erase_area: the largest fraction of the image an "erase" rectangle covers (the smallest is 0.02)."""
     b = x.shape[0]
     dev = x.device
     if "flip" in ops or "altflip" in ops:
@@ -215,9 +216,9 @@ def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator,
         grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
         mode = "bilinear" if "rotate" in ops else "nearest"
         x = F.grid_sample(x - BLACK, grid, mode=mode, padding_mode="zeros", align_corners=False) + BLACK
-    if "erase" in ops:  # random erasing (p=0.5) of a rectangle of 2-16% of the image, filled with black
+    if "erase" in ops:  # random erasing (p=0.5) of a rectangle of 2%-erase_area of the image, filled with black
         hw = 28
-        area = (torch.rand(b, generator=g) * 0.14 + 0.02) * hw * hw
+        area = (torch.rand(b, generator=g) * (erase_area - 0.02) + 0.02) * hw * hw
         ratio = torch.exp((torch.rand(b, generator=g) * 2 - 1) * math.log(3))
         h = (area * ratio).sqrt().clamp(1, hw - 1).long()
         w = (area / ratio).sqrt().clamp(1, hw - 1).long()
@@ -349,7 +350,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                 idx = perm[i * bs:(i + 1) * bs]
                 xb, yb = x_tr[idx], y_tr[idx]
                 if ops:
-                    xb = augment_batch(xb, ops, g, None if flips is None else flips[i * bs:(i + 1) * bs])
+                    xb = augment_batch(xb, ops, g, None if flips is None else flips[i * bs:(i + 1) * bs],
+                                       config.erase_area)
                 if config.channels_last and xb.ndim == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(step, total, config, steps_per_epoch)

@@ -201,7 +201,7 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
     return ev
 
 
-def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0) -> Path:
+def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0, erase_area: float = 0.16) -> Path:
     """A gallery of what `--augment spec` does to a few training images."""
     from fmnist import plots
     from fmnist.config import augment_ops
@@ -210,7 +210,7 @@ def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 
 
     g = torch.Generator().manual_seed(seed)
     x = to_input(images)
-    aug = [augment_batch(x, augment_ops(spec), g)[:, 0].numpy() for _ in range(7)]
+    aug = [augment_batch(x, augment_ops(spec), g, erase_area=erase_area)[:, 0].numpy() for _ in range(7)]
     plots.augmentation_gallery(x[:, 0].numpy(), aug, path, title=f"--augment {spec}")
     return path
 
@@ -278,7 +278,8 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
     log(f"{config.model}: {n_params:,} parameters; {len(train):,} train / {len(val):,} validation images; "
         f"writing to {out}")
     if plots and config.augment:
-        augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed)
+        augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed,
+                             config.erase_area)
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
                resume=existing == "resume", on_history=tracker.epoch if tracker is not None else None)
     val_accuracy = hist.kept_val_accuracy
