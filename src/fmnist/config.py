@@ -13,6 +13,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "altflip", "rotate", "erase")
 PRECISIONS = ("auto", "bf16", "fp32")
+ERASE_AREA = 0.16  # the largest fraction of the image one random-erasing rectangle covers, by default
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:  # noqa: A002
@@ -48,7 +49,7 @@ class TrainConfig:
     val_fraction: float = _opt(0.2, "stratified holdout of the training data for validation; 0 = train on all")
     augment: str = _opt("", "batch augmentation: comma list of crop, flip, altflip "
                          "(each image mirrored every other epoch), rotate, erase")
-    erase_area: float = _opt(0.16, "with --augment erase: the largest fraction of the image one erased rectangle "
+    erase_area: float = _opt(ERASE_AREA, "with --augment erase: the largest fraction of the image one erased rectangle "
                                    "covers (the smallest is 0.02; Zhong et al.'s random erasing uses 0.4)")
     ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999; 0 = off")
     tta: bool = _opt(False, "test-time augmentation: average the logits of the image and its mirror")

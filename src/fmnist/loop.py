@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist.config import TrainConfig, augment_ops
+from fmnist.config import ERASE_AREA, TrainConfig, augment_ops
 from fmnist.data import BLACK, Split, to_input
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path
@@ -194,7 +194,7 @@ def make_optimizer(net: nn.Module, config: TrainConfig) -> torch.optim.Optimizer
 
 
 def augment_batch(x: torch.Tensor, ops: list[str], g: torch.Generator,
-                  flip: torch.Tensor | None = None, erase_area: float = 0.16) -> torch.Tensor:
+                  flip: torch.Tensor | None = None, erase_area: float = ERASE_AREA) -> torch.Tensor:
     """Augment a whole normalized batch (B, 1, 28, 28) with tensor ops; one random draw per image.
 
     flip: which images to mirror (bool, (B,)), as fit passes for "altflip"; without it they are drawn at random.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist.config import TrainConfig, tta_views_of
+from fmnist.config import ERASE_AREA, TrainConfig, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, prepare_out_dir, write_json
@@ -201,7 +201,8 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
     return ev
 
 
-def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0, erase_area: float = 0.16) -> Path:
+def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0,
+                         erase_area: float = ERASE_AREA) -> Path:
     """A gallery of what `--augment spec` does to a few training images."""
     from fmnist import plots
     from fmnist.config import augment_ops
