@@ -62,12 +62,27 @@ def _epoch_seconds(run: Path) -> float:
     return float(rows[-1]["seconds"])  # the last epoch: the first one also pays for cuDNN's autotuning
 
 
+def _calibrated_epochs(args: argparse.Namespace, seeds: list[int], full_rows: int) -> int:
+    """The most epochs whose training fits args.budget, from two epochs of the seeds side by side on 15,000 images."""
+    t0 = time.perf_counter()
+    cal = _run_all(seeds, args.out / "calibration", args.width, 2,
+                   ["--device", args.device, "--limit", str(min(CAL_ROWS, args.limit or CAL_ROWS)), "--test-limit",
+                    "500"])
+    cal_rows = json.loads((cal[seeds[0]] / "config.json").read_text())["data"]["train_rows"]
+    epoch_s = max(_epoch_seconds(d) for d in cal.values()) * full_rows / cal_rows
+    epochs = max(args.min_epochs, min(args.max_epochs, math.floor(args.budget / epoch_s)))
+    print(f"calibration ({time.perf_counter() - t0:.0f} s): {epoch_s:.2f} s an epoch on {full_rows:,} "
+          f"images with {len(seeds)} side by side -> {epochs} epochs", flush=True)
+    return epochs
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for the runs")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--budget", type=float, default=300.0, help="training seconds per seed (all seeds side by side)")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, help="train this many epochs (no calibration run)")
     p.add_argument("--min-epochs", type=int, default=30)
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--json", type=Path, help="also write the summary here")
@@ -85,15 +100,7 @@ def main() -> None:
     full_rows = round(0.98 * args.limit) if args.limit else FULL_TRAIN_ROWS
     print(f"{gpu}, torch {torch.__version__}, seeds {seeds} side by side, width {args.width}", flush=True)
 
-    t0 = time.perf_counter()
-    cal = _run_all(seeds, args.out / "calibration", args.width, 2,
-                   ["--device", args.device, "--limit", str(min(CAL_ROWS, args.limit or CAL_ROWS)), "--test-limit",
-                    "500"])
-    cal_rows = json.loads((cal[seeds[0]] / "config.json").read_text())["data"]["train_rows"]
-    epoch_s = max(_epoch_seconds(d) for d in cal.values()) * full_rows / cal_rows
-    epochs = max(args.min_epochs, min(args.max_epochs, math.floor(args.budget / epoch_s)))
-    print(f"calibration ({time.perf_counter() - t0:.0f} s): {epoch_s:.2f} s an epoch on {full_rows:,} "
-          f"images with {len(seeds)} side by side -> {epochs} epochs", flush=True)
+    epochs = args.epochs or _calibrated_epochs(args, seeds, full_rows)
 
     t1 = time.perf_counter()
     runs = _run_all(seeds, args.out, args.width, epochs, limits)
@@ -112,7 +119,7 @@ def main() -> None:
     elo, ehi = wilson_interval(correct, n)
     summary = {
         "gpu": gpu, "torch": torch.__version__, "width": args.width, "epochs": epochs, "seeds": seeds,
-        "calibrated_epoch_seconds": epoch_s, "budget_seconds": args.budget,
+        "epochs_from": "--epochs" if args.epochs else f"calibration, budget {args.budget:g} s",
         "test_accuracy": accs, "train_seconds": secs, "wall_seconds_side_by_side": wall,
         "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else None,
         "mean_interval": [lo, hi], "ensemble_accuracy": correct / n, "ensemble_interval": [elo, ehi],
