@@ -269,8 +269,6 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
 
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
-    if device.type == "cuda":  # every batch has the same shape: let cuDNN time its kernels once and keep the fastest
-        torch.backends.cudnn.benchmark = True
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
