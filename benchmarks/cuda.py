@@ -10,7 +10,8 @@ one timed, scaled to the full 58,800): the most epochs whose training fits --bud
 and --max-epochs. Prints each seed's test accuracy (the run's own 10-view TTA) and training time, their mean with a
 95% interval, and the accuracy of the seeds' average probabilities (an ensemble trained in the same wall time).
 The test set chooses nothing here: the recipe is `max`'s, chosen on the CPU validation split, with two numbers
-changed in advance (width, and epochs from the budget).
+changed in advance (width, and epochs from the budget). Where the dataset is not installed, copy its four IDX files
+to a folder and set FMNIST_DATA to it. Measured on an H100 (README, Speed): 2.4 s an epoch per seed, three side by side.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ def _train(seed: int, out: Path, width: int, epochs: int, extra: list[str], log:
 
 
 def _wait(procs: dict[int, subprocess.Popen], logs: dict[int, Path]) -> None:
-    for seed, p in procs.items():
-        if p.wait():
-            sys.exit(f"seed {seed} failed (exit {p.returncode}):\n{logs[seed].read_text()[-3000:]}")
+    t0, left = time.perf_counter(), dict(procs)
+    while left:  # report each seed when it ends: where the time goes is part of the measurement
+        for seed, p in list(left.items()):
+            if p.poll() is None:
+                continue
+            del left[seed]
+            if p.returncode:
+                sys.exit(f"seed {seed} failed (exit {p.returncode}):\n{logs[seed].read_text()[-3000:]}")
+            print(f"  seed {seed} done after {time.perf_counter() - t0:.0f} s", flush=True)
+        time.sleep(1)
 
 
 def _run_all(seeds: list[int], root: Path, width: int, epochs: int, extra: list[str]) -> dict[int, Path]:
