@@ -99,7 +99,8 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, help="only the first N test images (a dry run)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("benchmarks/cuda.py: PyTorch sees no CUDA GPU")
+        print("benchmarks/cuda.py: PyTorch sees no CUDA GPU (--device cpu for a dry run)", file=sys.stderr)
+        sys.exit(2)
     seeds = [int(s) for s in args.seeds.split(",")]
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
     limits = ["--device", args.device]
