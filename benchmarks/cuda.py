@@ -4,7 +4,8 @@
     python benchmarks/cuda.py --out /tmp/try --device cpu --limit 3000 --test-limit 500 --budget 20  # a dry run
 
 The seeds train side by side on one GPU (`fmnist train max --device cuda --set width=W --epochs E --seed S`, one
-process each: a 28x28 net leaves most of a large GPU idle, so three share it better than they take turns).
+process each: a 28x28 net is small work for a large GPU; whether three side by side beat three in turn was not
+measured).
 E is set from a short calibration run of the same processes side by side (two epochs on 15,000 images, the second
 one timed, scaled to the full 58,800): the most epochs whose training fits --budget seconds, between --min-epochs
 and --max-epochs. Prints each seed's test accuracy (the run's own 10-view TTA) and training time, their mean with a
