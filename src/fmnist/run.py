@@ -293,10 +293,12 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         P.learning_curves(hist, out / "learning_curves.png", title=config.model)
     test = None
     if ds.test is not None:
+        t_eval = time.perf_counter()
         test = evaluate(model, ds.test, ds.class_names, tta=config.tta_views, out_dir=out if plots else None,
                         calibration=calibration)
         log(f"test accuracy {test.accuracy:.4f}  loss {test.loss:.4f}  (train {hist.train_seconds:.0f}s, "
-            f"{hist.images_per_second:,.0f} images/s)")
+            f"{hist.images_per_second:,.0f} images/s; evaluated{' with pictures' if plots else ''} in "
+            f"{time.perf_counter() - t_eval:.0f}s)")
         log(describe_trust(test))
     metrics = RunMetrics(model=config.model, parameters=n_params, train_seconds=hist.train_seconds,
                          train_images_per_second=hist.images_per_second, epochs_run=len(hist.epoch),
