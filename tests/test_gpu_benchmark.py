@@ -1,4 +1,4 @@
-"""benchmarks/cuda.py on a tiny setting, on the CPU (its --device cpu dry run): it runs, its numbers are real."""
+"""benchmarks/gpu_max.py on a tiny setting, on the CPU (its --device cpu dry run): it runs, its numbers are real."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "cuda.py"
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "gpu_max.py"
 SRC = str(Path(__file__).parent.parent / "src")
 
 

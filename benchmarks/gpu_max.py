@@ -1,7 +1,7 @@
 """The `max` recipe scaled up for a CUDA GPU: wider (width 64), and as many epochs as fit a time budget.
 
-    python benchmarks/cuda.py --out /tmp/cuda [--width 64] [--budget 300] [--seeds 0,1,2] [--json summary.json]
-    python benchmarks/cuda.py --out /tmp/try --device cpu --limit 3000 --test-limit 500 --budget 20  # a dry run
+    python benchmarks/gpu_max.py --out /tmp/cuda [--width 64] [--budget 300] [--seeds 0,1,2] [--json summary.json]
+    python benchmarks/gpu_max.py --out /tmp/try --device cpu --limit 3000 --test-limit 500 --budget 20  # a dry run
 
 The seeds train side by side on one GPU (`fmnist train max --device cuda --set width=W --epochs E --seed S`, one
 process each: a 28x28 net is small work for a large GPU; whether three side by side beat three in turn was not
@@ -18,7 +18,6 @@ to a folder and set FMNIST_DATA to it. Measured on an H100 (README, Speed): 2.4 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -31,10 +30,13 @@ import numpy as np
 import torch
 
 from fmnist.data import load_dataset
+from fmnist.files import write_json
+from fmnist.loop import History
 from fmnist.metrics import mean_interval, softmax, wilson_interval
 from fmnist.predict import Predictor
+from fmnist.presets import PRESETS
 
-FULL_TRAIN_ROWS = 58_800  # the presets train on 98% of the 60,000 training images
+TRAIN_IMAGES = 60_000  # the official training set; `max` holds out its val_fraction (2%) to calibrate
 CAL_ROWS = 15_000
 
 
@@ -66,9 +68,7 @@ def _run_all(seeds: list[int], root: Path, width: int, epochs: int, extra: list[
 
 
 def _epoch_seconds(run: Path) -> float:
-    with (run / "history.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["seconds"])  # the last epoch: the first one also pays for cuDNN's autotuning
+    return History.from_csv(run / "history.csv").seconds[-1]  # the last epoch: the first also pays CUDA's start-up
 
 
 def _calibrated_epochs(args: argparse.Namespace, seeds: list[int], full_rows: int) -> int:
@@ -100,14 +100,14 @@ def main() -> None:
     p.add_argument("--test-limit", type=int, help="only the first N test images (a dry run)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("benchmarks/cuda.py: PyTorch sees no CUDA GPU (--device cpu for a dry run)", file=sys.stderr)
+        print("benchmarks/gpu_max.py: PyTorch sees no CUDA GPU (--device cpu for a dry run)", file=sys.stderr)
         sys.exit(2)
     seeds = [int(s) for s in args.seeds.split(",")]
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
     limits = ["--device", args.device]
     limits += ["--limit", str(args.limit)] if args.limit else []
     limits += ["--test-limit", str(args.test_limit)] if args.test_limit else []
-    full_rows = round(0.98 * args.limit) if args.limit else FULL_TRAIN_ROWS
+    full_rows = round((1 - PRESETS["max"].config["val_fraction"]) * (args.limit or TRAIN_IMAGES))
     print(f"{gpu}, torch {torch.__version__}, seeds {seeds} side by side, width {args.width}", flush=True)
 
     epochs = args.epochs or _calibrated_epochs(args, seeds, full_rows)
@@ -139,7 +139,7 @@ def main() -> None:
           f"for all {len(seeds)}; ensemble of the {len(seeds)}: {100 * correct / n:.2f}% "
           f"({100 * elo:.2f}-{100 * ehi:.2f})")
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2, allow_nan=False))
+        write_json(args.json, summary)
 
 
 if __name__ == "__main__":
