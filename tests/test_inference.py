@@ -27,6 +27,22 @@ def test_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
         load_checkpoint(tmp_path / "old.safetensors")
 
 
+def test_saving_a_checkpoint_leaves_the_model_where_it_was(tmp_path):
+    # save_checkpoint once moved the model to the CPU in contiguous layout: a run trained on a GPU was then
+    # evaluated on the CPU (minutes), and one trained on the CPU lost channels_last (1.5x slower evaluation)
+    import torch
+
+    from fmnist.inference import save_checkpoint
+
+    m = create_model("resnet_fm_small").eval().to(memory_format=torch.channels_last)
+    conv = m.stages[0].conv.weight
+    save_checkpoint(m, tmp_path / "m.safetensors", TrainConfig(model="resnet_fm_small"), tuple("abcdefghij"))
+    assert m.stages[0].conv.weight is conv and conv.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(load_checkpoint(tmp_path / "m.safetensors")[0](x), m(x))  # other kernels
+
+
 def test_inference_never_imports_training_and_nothing_imports_the_cli():
     import ast
     import subprocess
