@@ -104,8 +104,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConf
     meta = {"format": CHECKPOINT_FORMAT, "model": config.model, "model_params": config.model_params,
             "class_names": list(class_names), "normalize": {"mean": MEAN, "std": STD},
             "config": config.to_dict(), **(extra or {})}
-    # the model stays where it is (device, memory format): safetensors copies each tensor to the CPU, contiguous.
-    # Moving it to the CPU here once left a model trained on a GPU to be evaluated on the CPU, minutes per run.
+    # the caller's model stays on its device and in its layout (training evaluates it next, there): safetensors
+    # writes a contiguous CPU copy of each tensor
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata={"fmnist": dumps(meta, indent=None)}, force_contiguous=True)
     return Path(path)
