@@ -12,7 +12,8 @@ and --max-epochs. Prints each seed's test accuracy (the run's own 10-view TTA) a
 95% interval, and the accuracy of the seeds' average probabilities (an ensemble trained in the same wall time).
 The test set chooses nothing here: the recipe is `max`'s, chosen on the CPU validation split, with two numbers
 changed in advance (width, and epochs from the budget). Where the dataset is not installed, copy its four IDX files
-to a folder and set FMNIST_DATA to it. Measured on an H100 (README, Speed): 2.4 s an epoch per seed, three side by side.
+to a folder and set FMNIST_DATA to it. Measured on an H100 (README, Speed): 120 epochs, 2.6 s an epoch per seed
+with three side by side, 95.83% ± 0.02 per seed and 96.03% for the ensemble of the three.
 """
 
 from __future__ import annotations
