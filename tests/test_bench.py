@@ -47,6 +47,19 @@ def test_bench_bad_settings_are_one_line_before_any_table(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
+def test_bench_refuses_an_option_its_mode_would_ignore(tmp_path, capsys):
+    cases = ((["--seeds", "2"], "--seeds applies only with --time-to-accuracy, not to the plain bench"),
+             (["--time-to-seed", "--models", "lenet5"], "--models applies only to the plain bench, not with"),
+             (["--time-to-accuracy", "--timed-epochs", "3"], "--timed-epochs applies only with --time-to-seed"),
+             (["--preset", "fast"], "--preset applies only with --time-to-accuracy or --time-to-seed"),
+             (["--time-to-accuracy", "--seeds", "0"], "--seeds must be at least 1, got 0"))
+    for bad, msg in cases:
+        assert main(["bench", *bad, "--limit", "64", "--out", str(tmp_path / "b.json")]) == 2
+        out, err = capsys.readouterr()
+        assert msg in err and "params" not in out
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_time_to_seed_figure_on_a_tiny_setting(tmp_path, capsys):
     out = tmp_path / "seed.json"
     assert main(["bench", "--time-to-seed", "--timed-epochs", "1", "--limit", "512", "--test-limit", "64",

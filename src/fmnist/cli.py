@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fmnist.errors import FmnistError
 
@@ -412,6 +412,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _or(value: Any, default: Any) -> Any:
+    """The option's value where given (0 included), else its default."""
+    return default if value is None else value
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -419,27 +424,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fmnist.files import prepare_out_dir, write_json
     from fmnist.run import provenance
 
+    if args.time_to_accuracy and args.time_to_seed:
+        raise FmnistError("give one of --time-to-accuracy and --time-to-seed")
+    mode = "--time-to-accuracy" if args.time_to_accuracy else "--time-to-seed" if args.time_to_seed else None
+    # Each option belongs to one mode: one given to another would be ignored without a word, so refuse it.
+    belongs = {"--models": (args.models, None), "--epochs": (args.epochs, None),
+               "--batch-size": (args.batch_size, None), "--seeds": (args.seeds, "--time-to-accuracy"),
+               "--timed-epochs": (args.timed_epochs, "--time-to-seed"),
+               "--preset": (args.preset_given, mode or "--time-to-accuracy or --time-to-seed")}
+    for flag, (value, its_mode) in belongs.items():
+        if value is not None and its_mode != mode:
+            raise FmnistError(f"{flag} applies only {'with ' + its_mode if its_mode else 'to the plain bench'}, "
+                              f"not {'with ' + mode if mode else 'to the plain bench'}")
+    if args.seeds is not None and args.seeds < 1:
+        raise FmnistError(f"--seeds must be at least 1, got {args.seeds}")
     if Path(args.out).is_dir():
         raise FmnistError(f"--out {args.out}: is a directory; bench writes a JSON file (e.g. bench.json)")
     prepare_out_dir(Path(args.out).parent, existing="keep")
     ds = _load(args)
-    if args.time_to_accuracy and args.time_to_seed:
-        raise FmnistError("give one of --time-to-accuracy and --time-to-seed")
     if args.time_to_seed:
         from fmnist.bench import format_time_to_seed_figure, time_to_seed_figure
 
-        res = time_to_seed_figure(ds, preset=args.preset_given or "fast", timed_epochs=args.timed_epochs,
+        res = time_to_seed_figure(ds, preset=args.preset_given or "fast", timed_epochs=_or(args.timed_epochs, 2),
                                   device=args.device)
         print(format_time_to_seed_figure(res))
     elif args.time_to_accuracy:
         from fmnist.bench import format_time_to_accuracy, time_to_accuracy
 
-        if args.seeds < 1:
-            raise FmnistError(f"--seeds must be at least 1, got {args.seeds}")
-        res = time_to_accuracy(ds, args.preset_given or "best", seeds=args.seeds, device=args.device)
+        res = time_to_accuracy(ds, args.preset_given or "best", seeds=_or(args.seeds, 1), device=args.device)
         print(format_time_to_accuracy(res))
     else:
-        res = bench(ds, args.models.split(","), epochs=args.epochs, batch_size=args.batch_size, device=args.device)
+        res = bench(ds, _or(args.models, "lenet5,cnn_basic").split(","), epochs=_or(args.epochs, 1),
+                    batch_size=_or(args.batch_size, 128), device=args.device)
     res["provenance"] = provenance()
     write_json(args.out, res)
     print(f"wrote {args.out}")
@@ -614,9 +630,9 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "PyTorch loop (TensorDataset + DataLoader, fp32) measured side by side in one "
                                    "run, their ratio, test accuracy after the same epochs, batch-1 latency and "
                                    "large-batch inference throughput. Writes bench.json.")
-    p.add_argument("--models", default="lenet5,cnn_basic", help="comma list (default lenet5,cnn_basic)")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs per loop (default 1)")
-    p.add_argument("--batch-size", type=int, default=128, help="training batch size of both loops (default 128)")
+    p.add_argument("--models", help="comma list (default lenet5,cnn_basic)")
+    p.add_argument("--epochs", type=int, help="training epochs per loop (default 1)")
+    p.add_argument("--batch-size", type=int, help="training batch size of both loops (default 128)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--time-to-accuracy", action="store_true",
                    help="instead: train --preset and print the training time at which each of 90-95%% test "
@@ -625,10 +641,10 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                    help="instead: the training time to the reference projects' best figure (91.37%%, seed 002's "
                         "CNN2) with fmnist's --preset against CNN2's own recipe in the plain PyTorch loop (Adam "
                         "1e-4, batch 64, 50 epochs; estimated from --timed-epochs timed epochs), side by side")
-    p.add_argument("--timed-epochs", type=int, default=2, help="with --time-to-seed (default 2)")
+    p.add_argument("--timed-epochs", type=int, help="with --time-to-seed (default 2)")
     p.add_argument("--preset", dest="preset_given", metavar="PRESET",
                    help="with --time-to-accuracy (default best) or --time-to-seed (default fast): fast, best, max")
-    p.add_argument("--seeds", type=int, default=1, help="with --time-to-accuracy: runs, for mean ± std")
+    p.add_argument("--seeds", type=int, help="with --time-to-accuracy: runs, for mean ± std (default 1)")
     p.add_argument("--out", default="bench.json", metavar="FILE", help="results as JSON (default bench.json)")
     _add_data_args(p)
     p.set_defaults(func=cmd_bench)
