@@ -118,6 +118,20 @@ def test_directory_without_data(tmp_path, capsys):
     assert "no data here" in capsys.readouterr().err
 
 
+def test_a_damaged_npz_is_one_line(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(50, np.uint8))
+    data = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # the zip directory at the end is lost
+    with pytest.raises(DataError, match=r"cut.npz: not a readable .npz file \(File is not a zip file\)"):
+        load_dataset(tmp_path / "cut.npz")
+    hit = bytearray(data)
+    hit[1000:1100] = bytes(100)  # inside x_train's stored bytes: the directory is intact, the checksum is not
+    (tmp_path / "hit.npz").write_bytes(bytes(hit))
+    with pytest.raises(DataError, match="hit.npz: corrupt array x_train or y_train"):
+        load_dataset(tmp_path / "hit.npz")
+
+
 def test_uncompressed_idx_and_npz_agree(tmp_path):
     x = np.arange(2 * 784, dtype=np.uint8).reshape(2, 28, 28)
     _idx(tmp_path / "train-images-idx3-ubyte", 0x803, (2, 28, 28), x.tobytes(), gz=False)

@@ -16,6 +16,17 @@ def test_predict_float_and_empty_npy(trained_run, tmp_path, small_ds, capsys):
     assert cap.out.count("f.npy[") == 2
 
 
+def test_predict_an_empty_file_or_an_npz_is_one_line_each(trained_run, tmp_path, small_ds, capsys):
+    (tmp_path / "z.npy").write_bytes(b"")
+    np.savez(tmp_path / "d.npz", x_train=small_ds.test.images[:2], y_train=small_ds.test.labels[:2])
+    (tmp_path / "a.npy").write_bytes((tmp_path / "d.npz").read_bytes())  # an archive under an array's name
+    assert main(["predict", str(trained_run.dir), *(str(tmp_path / f) for f in ("z.npy", "d.npz", "a.npy"))]) == 2
+    err = capsys.readouterr().err
+    assert "z.npy: not a readable .npy file (No data left in file)" in err
+    assert "d.npz: predict reads images, .npy or .csv files; to score a dataset (.npz) use `fmnist evaluate" in err
+    assert "a.npy: an .npz archive, not an .npy array" in err and "Traceback" not in err
+
+
 def test_predictor_from_a_run_gives_class_names_and_probabilities(trained_run, small_ds):
     pred = fmnist.Predictor.from_run(trained_run.dir)
     names = pred.predict(small_ds.test.images[:20])

@@ -161,8 +161,11 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] 
     if suffix == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:  # EOFError: an empty file
             raise DataError(f"{p}: not a readable .npy file ({e})") from None
+        if not isinstance(arr, np.ndarray):  # np.load reads an .npz archive too, whatever the file's name
+            arr.close()
+            raise DataError(f"{p}: an .npz archive, not an .npy array; give one array of images")
         x, note = pixels_to_array(arr, str(p))
         notes += [note] if note else []
         return x, [str(p)] if len(x) == 1 else [f"{p}[{i}]" for i in range(len(x))]
@@ -189,6 +192,9 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] 
         x, note = pixels_to_array(values if values.dtype.kind in "iu" else values.astype(np.float64), str(p))
         notes += [note] if note else []
         return x, [f"{p}:{i + 1}" for i in range(len(x))]
+    if suffix == ".npz":
+        raise DataError(f"{p}: predict reads images, .npy or .csv files; to score a dataset (.npz) use "
+                        "`fmnist evaluate RUN_DIR --data FILE`")
     return image_to_array(p, invert, str(p), preprocess)[None], [str(p)]
 
 

@@ -251,7 +251,7 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:  # BadZipFile: a damaged or truncated archive
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     with z:
         keys = set(z.files)
