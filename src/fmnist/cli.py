@@ -172,6 +172,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.predict import Predictor, describe_set, load_inputs
 
     predictor = Predictor(args.run_dir, backend=args.backend)
+    if predictor.onnx is not None and predictor.onnx.warning:
+        print(f"warning: {predictor.onnx.warning}", file=sys.stderr)
     results, failed = [], 0
     for f in args.files:
         notes: list[str] = []
@@ -343,6 +345,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from fmnist.errors import require_extra
 
         require_extra("export", "onnx", "onnxruntime")
+    if args.weight_bits != "auto" and not args.quantize:
+        raise FmnistError("--weight-bits applies only with --quantize int8")
     if args.quantize and (args.format != "onnx" or args.out is not None):
         raise FmnistError("--quantize int8 writes RUN_DIR/model.int8.onnx beside model.onnx: give --format onnx "
                           "and no --out")
@@ -358,17 +362,22 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
     if args.quantize:
         from fmnist.config import tta_views_of
-        from fmnist.export import compare_int8, quantize_int8
+        from fmnist.export import compare_int8, int8_saturates, quantize_int8
         from fmnist.files import write_json
         from fmnist.inference import load_checkpoint
 
-        q = quantize_int8(args.run_dir, ds.train.images[:args.calibration_images])
+        bits = {"auto": None, "7": 7, "8": 8}[args.weight_bits]
+        bits = bits or (7 if int8_saturates() else 8)
+        q = quantize_int8(args.run_dir, ds.train.images[:args.calibration_images], weight_bits=bits)
         n_cal = min(args.calibration_images, len(ds.train))
-        print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB; activation ranges from {n_cal:,} training images); "
-              "`--backend onnx` now uses it")
+        why = {"auto": ", as this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else
+               ", as this CPU has VNNI"}.get(args.weight_bits, "")
+        print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB): activation ranges from {n_cal:,} training images, "
+              f"{bits}-bit weights{why}; `--backend onnx` now uses it")
         split = ds.test if ds.test is not None else ds.train
         tta = tta_views_of(load_checkpoint(args.run_dir)[1].get("config", {}))
         r = compare_int8(args.run_dir, split.images, split.labels, tta=tta)
+        r["weight_bits"] = bits
         write_json(q.parent / "int8.json", r)
         f, i = r["fp32"], r["int8"]
         print(f"{'':<6}{'accuracy':>10}{'batch-1 latency':>17}{'batch-1024':>16}{'size':>9}")
@@ -679,6 +688,10 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                         "fp32: test accuracy, batch-1 latency, batch-1024 throughput; --backend onnx then uses it")
     p.add_argument("--calibration-images", type=int, default=1024, metavar="N",
                    help="training images whose activation ranges set the int8 scales (default 1024)")
+    p.add_argument("--weight-bits", choices=("auto", "7", "8"), default="auto",
+                   help="int8 weights: 8 for CPUs with VNNI (AVX-512 VNNI, AVX-VNNI, AMX), 7 where the products "
+                        "would saturate (x86 without VNNI); auto (default) picks for this CPU: export on the kind "
+                        "of CPU that will serve")
     _add_data_args(p)
     p.set_defaults(func=cmd_export)
 

@@ -55,11 +55,33 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
 INT8_NAME = "model.int8.onnx"
 
 
+def int8_saturates() -> bool:
+    """Whether this CPU runs onnxruntime's uint8 x int8 products with VPMADDUBSW, whose 16-bit sums saturate (x86
+    without VNNI: AVX2-only and older): there full 8-bit weights lose accuracy (2.3 points for the `fast` model on an
+    AVX2 AMD EPYC), 7-bit weights do not. An x86 CPU whose flags cannot be read counts as one that saturates."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False  # Arm's int8 dot products accumulate in 32 bits
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
 def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
-                  fp32_path: str | os.PathLike | None = None, out: str | os.PathLike | None = None) -> Path:
+                  fp32_path: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                  weight_bits: int | None = None) -> Path:
     """Write RUN_DIR/model.int8.onnx: onnxruntime's static quantization of the exported fp32 model (QDQ format,
-    per-channel int8 weights, uint8 activations whose ranges come from `calibration_images`, training images; the
-    U8S8 pairing runs on AVX-512 VNNI without the saturation issue of older x86). Returns its path."""
+    per-channel int8 weights, uint8 activations whose ranges come from `calibration_images`, training images).
+    `weight_bits` 8 uses the full int8 range (for CPUs with VNNI), 7 leaves one bit of headroom so that the
+    products cannot saturate on x86 CPUs without VNNI (onnxruntime's reduce_range); None picks by this CPU
+    (`int8_saturates`). The file runs anywhere; a 8-bit file loses accuracy on a CPU without VNNI. Returns its path."""
+    if weight_bits not in (None, 7, 8):
+        raise FmnistError(f"weight bits must be 7 or 8, got {weight_bits}")
+    reduce_range = int8_saturates() if weight_bits is None else weight_bits == 7
     require_extra("export", "onnxruntime")
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -93,7 +115,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=_softmax_nodes(prepared))
+                            reduce_range=reduce_range, nodes_to_exclude=_softmax_nodes(prepared))
         finally:
             logging.disable(logging.NOTSET)
             prepared.unlink(missing_ok=True)
@@ -102,6 +124,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
         m, meta = onnx.load(str(tmp)), onnx.load(str(src)).metadata_props
         for p in meta:  # the class names, normalization and calibration travel with the int8 model too
             m.metadata_props.add(key=p.key, value=p.value)
+        m.metadata_props.add(key="weight_bits", value="7" if reduce_range else "8")
         onnx.save(m, str(tmp))
     return path
 
@@ -155,6 +178,11 @@ class OnnxModel:
         self.class_names = info.get("class_names")
         norm = info.get("normalize", {"mean": MEAN, "std": STD})
         self.mean, self.std = norm["mean"], norm["std"]
+        bits = self.session.get_modelmeta().custom_metadata_map.get("weight_bits")
+        # set when an int8 file made for a CPU with VNNI runs on one without: its answers lose accuracy
+        self.warning = (f"{p}: 8-bit int8 weights on a CPU without VNNI lose accuracy here (2.3 points for the "
+                        "`fast` model); re-export on this CPU (`fmnist export RUN_DIR --quantize int8`, 7-bit "
+                        "weights)") if bits == "8" and int8_saturates() else None
 
     def logits(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """(N, C) logits for uint8 images (N, 28, 28)."""

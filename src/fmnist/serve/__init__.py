@@ -138,6 +138,10 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     """The FastAPI app serving the model saved in run_dir (request bodies: at most max_body_bytes, each part
     arriving within read_timeout seconds)."""
     predictor = Predictor(run_dir, backend=backend)
+    if predictor.onnx is not None and predictor.onnx.warning:
+        import logging
+
+        logging.getLogger("uvicorn.error").warning(predictor.onnx.warning)
     names = predictor.class_names
     batcher = _Batcher(predictor)
     metrics_file = Path(run_dir) / "metrics.json"
@@ -148,6 +152,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                   "classes": names, "parameters": count_parameters(predictor.model),
                   "backend": backend if predictor.onnx is None else f"onnx ({predictor.onnx.path.name})",
                   "calibration": predictor.calibration.to_dict() if predictor.calibration else None,
+                  "warning": predictor.onnx.warning if predictor.onnx is not None else None,
                   "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy")}
 
     app = FastAPI(title="fmnist", description="Fashion-MNIST classifier: upload an image, get class probabilities.",
