@@ -366,8 +366,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from fmnist.files import write_json
         from fmnist.inference import load_checkpoint
 
-        bits = {"auto": None, "7": 7, "8": 8}[args.weight_bits]
-        bits = bits or (7 if int8_saturates() else 8)
+        bits = (7 if int8_saturates() else 8) if args.weight_bits == "auto" else int(args.weight_bits)
         q = quantize_int8(args.run_dir, ds.train.images[:args.calibration_images], weight_bits=bits)
         n_cal = min(args.calibration_images, len(ds.train))
         why = {"auto": ", as this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else

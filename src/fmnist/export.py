@@ -78,7 +78,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
     per-channel int8 weights, uint8 activations whose ranges come from `calibration_images`, training images).
     `weight_bits` 8 uses the full int8 range (for CPUs with VNNI), 7 leaves one bit of headroom so that the
     products cannot saturate on x86 CPUs without VNNI (onnxruntime's reduce_range); None picks by this CPU
-    (`int8_saturates`). The file runs anywhere; a 8-bit file loses accuracy on a CPU without VNNI. Returns its path."""
+    (`int8_saturates`). The file runs anywhere; an 8-bit file loses accuracy on a CPU without VNNI. Returns its path."""
     if weight_bits not in (None, 7, 8):
         raise FmnistError(f"weight bits must be 7 or 8, got {weight_bits}")
     reduce_range = int8_saturates() if weight_bits is None else weight_bits == 7
