@@ -23,6 +23,17 @@ def test_one_epoch_lowers_loss_and_is_deterministic(small_ds):
     assert runs[0].train_loss == runs[1].train_loss and runs[0].val_loss == runs[1].val_loss
 
 
+def test_bf16_asked_for_where_it_is_emulated_says_so(small_ds, monkeypatch):
+    import fmnist.loop
+
+    monkeypatch.setattr(fmnist.loop, "native_bf16", lambda device: False)  # as on an AVX2-only CPU
+    for precision, noted in (("bf16", True), ("auto", False), ("fp32", False)):
+        lines = []
+        cfg = TrainConfig(model="lenet5", epochs=1, batch_size=64, precision=precision)
+        fit(create_model("lenet5"), subset(small_ds.train, 128), None, cfg, progress=False, log=lines.append)
+        assert any("has no native bf16" in line and "--precision auto picks fp32" in line for line in lines) == noted
+
+
 def test_early_stopping_restores_best(small_ds):
     cfg = TrainConfig(model="mlp_tyler", epochs=30, batch_size=64, lr=3e-2, patience=2)
     m = create_model("mlp_tyler")

@@ -19,7 +19,7 @@ from fmnist.config import ERASE_AREA, TrainConfig, augment_ops
 from fmnist.data import BLACK, Split, to_input
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path
-from fmnist.inference import autocast, autocast_dtype, predict_logits, resolve_device
+from fmnist.inference import autocast, autocast_dtype, native_bf16, predict_logits, resolve_device
 
 
 @dataclass
@@ -269,6 +269,10 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
 
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
+    if config.precision == "bf16" and not native_bf16(device):
+        what = "CPU has no native bf16 (AVX-512 BF16 or AMX)" if device.type == "cpu" else "GPU has no native bf16"
+        log(f"note: this {what}, so --precision bf16 is emulated and many times slower (a resnet_fm_small step: "
+            "3.2 s against 0.21 s in fp32 on an AVX2 CPU); --precision auto picks fp32 here")
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
