@@ -362,15 +362,16 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
     if args.quantize:
         from fmnist.config import tta_views_of
-        from fmnist.export import compare_int8, int8_saturates, quantize_int8
+        from fmnist.export import compare_int8, int8_weight_bits, quantize_int8
         from fmnist.files import write_json
         from fmnist.inference import load_checkpoint
 
-        bits = (7 if int8_saturates() else 8) if args.weight_bits == "auto" else int(args.weight_bits)
+        bits = int8_weight_bits(None if args.weight_bits == "auto" else int(args.weight_bits))
         q = quantize_int8(args.run_dir, ds.train.images[:args.calibration_images], weight_bits=bits)
         n_cal = min(args.calibration_images, len(ds.train))
-        why = {"auto": ", as this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else
-               ", as this CPU has VNNI"}.get(args.weight_bits, "")
+        why = ""
+        if args.weight_bits == "auto":
+            why = ", as this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else ", as this CPU has VNNI"
         print(f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB): activation ranges from {n_cal:,} training images, "
               f"{bits}-bit weights{why}; `--backend onnx` now uses it")
         split = ds.test if ds.test is not None else ds.train

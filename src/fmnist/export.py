@@ -58,7 +58,9 @@ INT8_NAME = "model.int8.onnx"
 def int8_saturates() -> bool:
     """Whether this CPU runs onnxruntime's uint8 x int8 products with VPMADDUBSW, whose 16-bit sums saturate (x86
     without VNNI: AVX2-only and older): there full 8-bit weights lose accuracy (2.3 points for the `fast` model on an
-    AVX2 AMD EPYC), 7-bit weights do not. An x86 CPU whose flags cannot be read counts as one that saturates."""
+    AVX2 AMD EPYC), 7-bit weights do not. An x86 CPU whose flags cannot be read counts as one that saturates.
+    Read from /proc/cpuinfo by hand: torch's probe (`torch.cpu._is_vnni_supported`) knows AVX-512 VNNI only, not
+    the AVX-VNNI of recent desktop CPUs, which onnxruntime uses too."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
@@ -71,6 +73,13 @@ def int8_saturates() -> bool:
     return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
 
 
+def int8_weight_bits(choice: int | None = None) -> int:
+    """The int8 weight bits to quantize with: `choice` (7 or 8), or for None this CPU's (7 where `int8_saturates`)."""
+    if choice not in (None, 7, 8):
+        raise FmnistError(f"weight bits must be 7 or 8, got {choice}")
+    return choice or (7 if int8_saturates() else 8)
+
+
 def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
                   fp32_path: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                   weight_bits: int | None = None) -> Path:
@@ -79,9 +88,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
     `weight_bits` 8 uses the full int8 range (for CPUs with VNNI), 7 leaves one bit of headroom so that the
     products cannot saturate on x86 CPUs without VNNI (onnxruntime's reduce_range); None picks by this CPU
     (`int8_saturates`). The file runs anywhere; an 8-bit file loses accuracy on a CPU without VNNI. Returns its path."""
-    if weight_bits not in (None, 7, 8):
-        raise FmnistError(f"weight bits must be 7 or 8, got {weight_bits}")
-    reduce_range = int8_saturates() if weight_bits is None else weight_bits == 7
+    reduce_range = int8_weight_bits(weight_bits) == 7
     require_extra("export", "onnxruntime")
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -173,12 +180,12 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map.get("fmnist")
-        info = json.loads(meta) if meta else {}
+        props = self.session.get_modelmeta().custom_metadata_map
+        info = json.loads(props["fmnist"]) if props.get("fmnist") else {}
         self.class_names = info.get("class_names")
         norm = info.get("normalize", {"mean": MEAN, "std": STD})
         self.mean, self.std = norm["mean"], norm["std"]
-        bits = self.session.get_modelmeta().custom_metadata_map.get("weight_bits")
+        bits = props.get("weight_bits")
         # set when an int8 file made for a CPU with VNNI runs on one without: its answers lose accuracy
         self.warning = (f"{p}: 8-bit int8 weights on a CPU without VNNI lose accuracy here (2.3 points for the "
                         "`fast` model); re-export on this CPU (`fmnist export RUN_DIR --quantize int8`, 7-bit "
