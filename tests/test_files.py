@@ -25,15 +25,37 @@ def test_out_dir_checks(tmp_path):
         prepare_out_dir(f / "sub")
     with pytest.raises(FmnistError, match="/proc/fmnist-x: cannot write there"):
         prepare_out_dir("/proc/fmnist-x")
-    with pytest.raises(FmnistError, match="holds files that are not a fmnist run; refusing to delete them"):
+    with pytest.raises(FmnistError, match="not a directory fmnist marked as its run"):
         prepare_out_dir(tmp_path, existing="overwrite")
+    with pytest.raises(FmnistError, match="--out: an empty path"):
+        prepare_out_dir("")
     run = tmp_path / "run"
+    prepare_out_dir(run, mark_run=True)
     write_json(run / "metrics.json", {})
-    (run / "old.png").write_text("x")
+    (run / "learning_curves.png").write_text("x")
+    (run / "evaluation").mkdir()
+    (run / "evaluation" / "metrics.json").write_text("{}")
+    (run / "notes.txt").write_text("mine")  # the user's own file in a run directory stays
     with pytest.raises(FmnistError, match="already holds a run; give --overwrite .* --resume"):
         prepare_out_dir(run)
-    prepare_out_dir(run, existing="overwrite")
-    assert os.listdir(run) == []
+    prepare_out_dir(run, existing="overwrite", mark_run=True)
+    assert sorted(os.listdir(run)) == [".fmnist-run", "notes.txt"]
+
+
+def test_overwrite_never_deletes_a_directory_fmnist_did_not_mark(tmp_path, capsys):
+    project = tmp_path / "project"  # a project folder that happens to hold files named like a run's
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('hi')")
+    (project / "notes.txt").write_text("notes")
+    (project / "config.json").write_text("{}")
+    (project / "metrics.json").write_text("{}")
+    before = sorted(str(p.relative_to(project)) for p in project.rglob("*"))
+    assert main(["train", "lenet5", "--limit", "200", "--test-limit", "50", "--epochs", "1", "--quiet",
+                 "--out", str(project), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "not a directory fmnist marked as its run" in err and err.count("\n") == 1
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*")) == before
+    assert (project / "src" / "main.py").read_text() == "print('hi')"
 
 
 def test_rerun_into_a_run_needs_overwrite_and_leaves_no_stale_file(tmp_path, capsys):

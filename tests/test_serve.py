@@ -19,7 +19,7 @@ def run_dir(trained_run):
 def client(run_dir):
     from fmnist.serve import create_app
 
-    with TestClient(create_app(run_dir, max_body_bytes=200_000)) as c:
+    with TestClient(create_app(run_dir, max_body_bytes=200_000), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -168,7 +168,7 @@ def test_a_body_that_never_arrives_is_answered_408(run_dir):
 
     with live_server(create_app(run_dir, read_timeout=0.5)) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-            c.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            c.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       b"Content-Length: 100\r\n\r\n{")  # 1 byte of the 100 announced, then nothing
             chunks = []
             while chunk := c.recv(4096):  # the server closes the connection after its answer

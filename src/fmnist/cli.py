@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -161,9 +162,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fmnist.run import describe_trust
 
     print(describe_trust(m))
-    out = args.out or f"{args.run_dir}/evaluation"
+    from pathlib import Path
+
+    out = Path(args.out or f"{args.run_dir}/evaluation")
     print(f"wrote {out}: metrics.json, confusion_matrix.png, misclassified.png (with heatmaps), reliability.png"
-          + (", embedding.png" if not args.no_embedding else ""))
+          + (", embedding.png" if (out / "embedding.png").exists() and not args.no_embedding else
+             "" if args.no_embedding else f" (no embedding map: {m.n} images are too few)"))
     return 0
 
 
@@ -396,7 +400,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from fmnist.errors import require_extra
 
-    require_extra("serve", "fastapi", "uvicorn", "multipart")
+    require_extra("serve", "fastapi", "uvicorn", "multipart", "swagger_ui_bundle")
     if args.backend == "onnx":
         require_extra("export", "onnxruntime")
     if not 0 <= args.port <= 65535:
@@ -405,9 +409,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FmnistError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     import uvicorn
 
-    from fmnist.serve import create_app
+    from fmnist.serve import LOOPBACK_HOSTS, create_app
 
-    app = create_app(args.run_dir, backend=args.backend, max_body_bytes=int(args.max_upload_mb * 1e6))
+    token = args.token or os.environ.get("FMNIST_TOKEN") or None
+    if token == "auto":
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+    loopback = args.host == "localhost" or _is_loopback(args.host)
+    hosts = {*LOOPBACK_HOSTS, args.host, *(args.allow_host or [])}
+    if args.host in ("0.0.0.0", "::", ""):  # every interface: the machine's own names and addresses too
+        names = {socket.gethostname(), socket.getfqdn()}
+        hosts |= names | {a[4][0] for n in names for a in _addresses(n)}
+    app = create_app(args.run_dir, backend=args.backend, max_body_bytes=int(args.max_upload_mb * 1e6),
+                     allowed_hosts=tuple(sorted(hosts)), token=token)
     # bind here, before uvicorn, so that a bad host or a port in use is one line and exit 2 (uvicorn exits 3)
     try:
         family, kind, proto, _, addr = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
@@ -416,9 +431,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock.bind(addr)
     except OSError as e:
         raise FmnistError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if ":" in args.host else "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
+    print(f"serving {args.run_dir} at http://{shown}:{port}/" + (f"#token={token}" if token else "")
+          + "  (the page; the API at /docs; Ctrl-C stops)", flush=True)
+    if not loopback and token is None:
+        print(f"warning: listening on {args.host} without a token: anyone who can reach this port can use the "
+              "model (--token auto makes one)", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     server.run(sockets=[sock])
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _addresses(name: str) -> list:
+    import socket
+
+    try:
+        return socket.getaddrinfo(name, None)
+    except OSError:
+        return []
 
 
 def _or(value: Any, default: Any) -> Any:
@@ -700,10 +740,21 @@ def _add_training_commands(sub: argparse._SubParsersAction) -> None:
                                    "/predict/batch, GET /health, /model, OpenAPI docs at /docs, a page at /.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (local only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="default 8000 (0: any free port)")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest request body (default 5 MB)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="another host name requests may be addressed to (repeatable; * for any): by default only "
+                        "the bound address and, for loopback, localhost, so that no other site's page reaches the "
+                        "service through DNS rebinding")
+    p.add_argument("--token", metavar="TOKEN",
+                   help="require 'Authorization: Bearer TOKEN' on predictions, explanations and /model (at least "
+                        "16 characters; auto: a random one, printed in the page's address; default "
+                        "$FMNIST_TOKEN); for a service bound beyond loopback")
     p.set_defaults(func=cmd_serve)
+
+
+PATH_OPTIONS = ("out", "data", "test_data", "run_dir", "storage", "space")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -738,6 +789,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fmnist` command; bad input exits 2 with one line on stderr."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in PATH_OPTIONS:  # an empty path would silently mean the default (or the current directory)
+        if getattr(args, name, None) == "":
+            parser.error(f"--{name.replace('_', '-')}: an empty path; give one, or leave the option out")
     try:
         return int(args.func(args) or 0)
     except FmnistError as e:

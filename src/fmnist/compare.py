@@ -50,12 +50,23 @@ def find_runs(roots: list[str | os.PathLike]) -> list[RunSummary]:
             try:
                 mj = json.loads(m.read_text())
                 cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
-            except (OSError, json.JSONDecodeError):
+            except (OSError, json.JSONDecodeError, RecursionError):
                 continue
-            found.append(RunSummary(str(d), mj.get("model", "?"), mj.get("test_accuracy"), mj.get("val_accuracy"),
-                                    mj.get("train_seconds"), mj.get("parameters"), cfg.get("epochs"),
+            if not isinstance(mj, dict) or not isinstance(cfg, dict):
+                continue  # valid JSON of another shape: not a run's files
+            model = mj.get("model")
+            found.append(RunSummary(str(d), model if isinstance(model, str) and model.isprintable() else "?",
+                                    _num(mj, "test_accuracy"), _num(mj, "val_accuracy"), _num(mj, "train_seconds"),
+                                    _num(mj, "parameters", int), _num(cfg, "epochs", int),
                                     time.strftime("%Y-%m-%d %H:%M", time.localtime(m.stat().st_mtime))))
     return found
+
+
+def _num(d: dict, key: str, kind: type = float) -> Any:
+    """d[key] when it is a number of that kind (a file of another shape gives None, never a wrong type)."""
+    v = d.get(key)
+    ok = (int,) if kind is int else (int, float)
+    return v if isinstance(v, ok) and not isinstance(v, bool) else None
 
 
 def format_runs(runs: list[RunSummary]) -> str:

@@ -100,6 +100,8 @@ class TrainConfig:
                 raise FmnistError(f"{f.name} must be a finite number, got {v}")
         if not isinstance(self.model_params, dict):
             raise FmnistError(f"model_params must be a dict, got {self.model_params!r}")
+        if not 0 <= self.seed < 2**32:
+            raise FmnistError(f"seed must be a whole number from 0 to {2**32 - 1:,}, got {self.seed}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be at least 1, got {getattr(self, name)}")

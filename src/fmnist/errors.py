@@ -9,17 +9,26 @@ class DataError(FmnistError):
     """Unreadable or malformed data: the message names the file, row or field and what is wrong."""
 
 
+class Unavailable(FmnistError):
+    """Something this machine cannot provide (weights that cannot be downloaded offline, an extra that is not
+    installed): a study reports the step as skipped instead of failing, and a rerun tries it again."""
+
+
 def require_extra(extra: str, *modules: str) -> None:
-    """One clear line naming the extra to install when an optional dependency is missing."""
-    import importlib.util
+    """One clear line naming the extra to install when an optional dependency is missing or fails to import."""
+    import importlib
 
-    def absent(m: str) -> bool:
+    def problem(m: str) -> str | None:
         try:
-            return importlib.util.find_spec(m) is None
-        except (ImportError, ValueError):  # e.g. a module set to None in sys.modules: unusable
-            return True
+            importlib.import_module(m)
+        except ImportError:
+            return "not installed"
+        except Exception as e:  # noqa: BLE001  (a broken install fails in any way while importing)
+            return f"fails to import: {type(e).__name__}"
+        return None
 
-    missing = [m for m in modules if absent(m)]
-    if missing:
-        raise FmnistError(f"this needs {', '.join(missing)}, from fmnist's optional extra '{extra}': "
+    found = {m: why for m in modules if (why := problem(m))}
+    if found:
+        what = ", ".join(m if why == "not installed" else f"{m} ({why})" for m, why in found.items())
+        raise Unavailable(f"this needs {what}, from fmnist's optional extra '{extra}': "
                           f"pip install 'fmnist[{extra}]'")

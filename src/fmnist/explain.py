@@ -125,6 +125,9 @@ class Embedding:
     seconds: float
 
 
+MIN_EMBEDDING_IMAGES = 10  # t-SNE needs a neighbourhood: fewer points give no map worth drawing
+
+
 def embed(model: nn.Module, images: np.ndarray, true: np.ndarray, predicted: np.ndarray, seed: int = 0) -> Embedding:
     """t-SNE (openTSNE, perplexity 30, PCA initialisation) of the penultimate-layer features, PCA to 50 first."""
     import time
@@ -132,10 +135,12 @@ def embed(model: nn.Module, images: np.ndarray, true: np.ndarray, predicted: np.
     from openTSNE import TSNE
     from sklearn.decomposition import PCA
 
+    if len(images) < MIN_EMBEDDING_IMAGES:
+        raise FmnistError(f"an embedding map needs at least {MIN_EMBEDDING_IMAGES} images, got {len(images)}")
     start = time.perf_counter()
     f = features(model, images)
     if f.shape[1] > 50:
-        f = PCA(50, random_state=seed).fit_transform(f)
+        f = PCA(min(50, len(f)), random_state=seed).fit_transform(f)
     perplexity = float(min(30, max(2, (len(f) - 1) / 3)))
     xy = np.asarray(TSNE(perplexity=perplexity, n_jobs=max(1, torch.get_num_threads()), random_state=seed,
                          verbose=False).fit(f.astype(np.float64)))

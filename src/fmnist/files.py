@@ -27,6 +27,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
         os.replace(tmp, path)
+    except OSError as e:
+        from fmnist.errors import FmnistError
+
+        raise FmnistError(f"{path}: cannot be written ({e.strerror or e}); an earlier file there is kept") from None
+    except Exception as e:
+        # writers report a failed write in their own types (torch.save's RuntimeError, safetensors'
+        # SafetensorError): a full disk or a lost device is one line, the earlier file staying intact
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if type(e).__name__ in ("RuntimeError", "SafetensorError") and (
+                any(w in text.lower() for w in ("write", "space", "ioerror", "storage", "iostream"))
+                or shutil.disk_usage(path.parent).free < 1 << 20):
+            if shutil.disk_usage(path.parent).free < 1 << 20:
+                text = "no space left on the device"
+            from fmnist.errors import FmnistError
+
+            raise FmnistError(f"{path}: cannot be written ({text[:160]}); an earlier file there is kept") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -72,19 +89,41 @@ def _strict(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# files that mark a directory as a training run's: only such a directory is ever cleared
+# A run directory is marked by RUN_MARKER, written by `prepare_out_dir(..., mark_run=True)` before any of its
+# files: only a marked directory is ever cleared (--overwrite), and then only the names below, which fmnist writes
+# into a run; anything else the user keeps there stays. Another program's config.json proves nothing.
+RUN_MARKER = ".fmnist-run"
 RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "history.csv", "train_state.pt")
+RUN_OWN_FILES = frozenset({
+    RUN_MARKER, *RUN_FILES, "test_predictions.npz", "learning_curves.png", "augmentation.png",
+    "confusion_matrix.png", "misclassified.png", "reliability.png", "embedding.png", "model.onnx",
+    "model.int8.onnx", "int8.json", "model.pt", "result.json"})
+RUN_OWN_DIRS = frozenset({"evaluation", "explain"})
 
 
-def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str = "--out") -> Path:
+def is_marked_run(path: str | os.PathLike) -> bool:
+    """Whether fmnist marked `path` as one of its run directories."""
+    return (Path(path) / RUN_MARKER).is_file()
+
+
+def _own_file(name: str) -> bool:
+    # an atomic write's leftover: .NAME.<random>.tmp<suffix>
+    return name in RUN_OWN_FILES or (name.startswith(".") and ".tmp" in name
+                                     and any(name[1:].startswith(f + ".") for f in RUN_OWN_FILES))
+
+
+def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str = "--out",
+                    mark_run: bool = False) -> Path:
     """Check that `path` can be a writable output directory, then create it; one clear error otherwise.
 
     existing: what to do with a directory that already holds files: "refuse" (a run directory must not be
-    overwritten silently), "overwrite" (clear it first; only a directory holding a run's files is cleared),
-    "keep" (resume or add to it).
+    overwritten silently), "overwrite" (clear fmnist's own files from a directory fmnist marked as its run; any
+    other directory is refused), "keep" (resume or add to it). mark_run: mark the directory as a run's.
     """
     from fmnist.errors import FmnistError
 
+    if not str(path).strip():
+        raise FmnistError(f"{what}: an empty path; give a directory (or leave the option out for the default)")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise FmnistError(f"{what} {p}: exists and is not a directory")
@@ -94,20 +133,29 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
                 raise FmnistError(f"{what} {p}: cannot be created, {parent} is a file")
             break
     if p.is_dir() and any(p.iterdir()) and existing != "keep":
-        is_run = any((p / f).exists() for f in RUN_FILES)
+        marked = is_marked_run(p)
         if existing == "refuse":
-            raise FmnistError(f"{what} {p}: already holds " + ("a run" if is_run else "files")
-                              + "; give --overwrite to replace it" + (", --resume to continue it" if is_run else "")
+            raise FmnistError(f"{what} {p}: already holds " + ("a run" if marked else "files")
+                              + "; give --overwrite to replace it" + (", --resume to continue it" if marked else "")
                               + ", or another --out")
-        if not is_run:
-            raise FmnistError(f"{what} {p}: holds files that are not a fmnist run; refusing to delete them")
+        if not marked:
+            looks = any((p / f).exists() for f in RUN_FILES)
+            raise FmnistError(f"{what} {p}: not a directory fmnist marked as its run (no {RUN_MARKER}"
+                              + ("; a run saved by an older fmnist, or another program's files" if looks else "")
+                              + "); refusing to delete anything in it: remove it yourself or give another --out")
         for child in p.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if child.is_dir() and not child.is_symlink():
+                if child.name in RUN_OWN_DIRS:
+                    shutil.rmtree(child)
+            elif _own_file(child.name):
+                child.unlink()
     try:
         p.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=p, prefix=".fmnist-write-test-")
         os.close(fd)
         os.unlink(probe)
+        if mark_run and not is_marked_run(p):
+            (p / RUN_MARKER).write_text("a fmnist run directory: `--overwrite` may clear fmnist's own files here\n")
     except OSError as e:
         raise FmnistError(f"{what} {p}: cannot write there ({e.strerror or e})") from None
     return p

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,16 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, config: TrainConf
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """A model and its metadata from a safetensors checkpoint (no pickle: safe on untrusted files)."""
+    """A model and its metadata from a safetensors checkpoint (no pickle: safe on untrusted files).
+
+    What the file says is checked before it is acted on: the metadata's fields and types (one line naming the
+    field), and the model it describes is first built without memory (PyTorch's meta device) and its tensor shapes
+    compared with the file's, so a crafted file cannot make fmnist allocate more than the file's own tensors.
+    """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_model
 
-    from fmnist.models import create_model
+    from fmnist.models import create_model, model_info
 
     p = Path(path)
     if p.is_dir():
@@ -130,28 +136,89 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Mo
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("fmnist", "null"))
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118  (not a dict)
+    except RecursionError:
+        raise FmnistError(f"{p}: checkpoint metadata nested too deeply (not saved by fmnist)") from None
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
         raise FmnistError(f"{p}: not a readable fmnist checkpoint ({e})") from None
-    if not meta or "model" not in meta:
+    if not isinstance(meta, dict) or "model" not in meta:
         raise FmnistError(f"{p}: safetensors file without fmnist metadata (not saved by fmnist)")
-    params = dict(meta.get("model_params", {}))
-    from fmnist.models import model_info
-
-    if model_info(meta["model"]).pretrained:
-        params["weights"] = "none"  # the checkpoint holds every weight, the backbone's too
+    check_metadata(meta, str(p))
+    params = dict(meta.get("model_params") or {})
+    try:
+        if model_info(meta["model"]).pretrained:
+            params["weights"] = "none"  # the checkpoint holds every weight, the backbone's too
+        with torch.device("meta"):  # the architecture the metadata describes, without allocating it
+            skeleton = create_model(meta["model"], num_classes=len(meta["class_names"]), **params)
+    except FmnistError as e:
+        raise FmnistError(f"{p}: {e}") from None
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if want != shapes:
+        missing = sorted(set(want) - set(shapes))
+        other = sorted(k for k in set(want) & set(shapes) if want[k] != shapes[k])
+        extra = sorted(set(shapes) - set(want))
+        detail = (f"missing {missing[0]}" if missing else
+                  f"{other[0]} is {'x'.join(map(str, shapes[other[0]]))}, the model's "
+                  f"{'x'.join(map(str, want[other[0]]))}" if other else f"unexpected {extra[0]}")
+        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({detail}); a checkpoint saved "
+                          f"by an older fmnist with another layout of this model needs retraining")
     model = create_model(meta["model"], num_classes=len(meta["class_names"]), **params)
     try:
         load_model(model, str(p), strict=True, device=device)
     except (RuntimeError, SafetensorError) as e:
-        lines = str(e).splitlines()
-        detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
-        detail = detail if len(detail) <= 160 else detail[:160] + "..."
-        raise FmnistError(f"{p}: weights do not fit model '{meta['model']}' ({detail}); a checkpoint saved "
-                          f"by an older fmnist with another layout of this model needs retraining") from None
-    # channels_last (NHWC), as training uses: on this 2-core CPU 1.4-1.6x the batch-1024 throughput of the
-    # contiguous layout for resnet_fm, resnet_fm_small and cnn_bn, and no slower at batch 1
+        raise FmnistError(f"{p}: weights do not load into model '{meta['model']}' ({str(e).splitlines()[0][:160]})"
+                          ) from None
+    # channels_last (NHWC), as training uses: faster batched inference of the convolutional nets on CPU (oneDNN)
     model.to(device, memory_format=torch.channels_last).eval()
     return model, meta
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def check_metadata(meta: dict, where: str) -> None:
+    """One clear line when a checkpoint's metadata is not what fmnist writes: a newer or unknown format, or a field
+    of the wrong type or value (the file may come from anyone)."""
+    from fmnist.data import check_class_names
+
+    def bad(field: str, what: str) -> FmnistError:
+        return FmnistError(f"{where}: metadata field '{field}' {what} (not a checkpoint fmnist wrote)")
+
+    fmt = meta.get("format", CHECKPOINT_FORMAT)
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        raise bad("format", f"must be a whole number, got {fmt!r:.40}")
+    if fmt != CHECKPOINT_FORMAT:
+        raise FmnistError(f"{where}: checkpoint format {fmt}, this fmnist reads format {CHECKPOINT_FORMAT}"
+                          + (" (saved by a newer fmnist: upgrade it)" if fmt > CHECKPOINT_FORMAT else ""))
+    if not isinstance(meta["model"], str):
+        raise bad("model", f"must be a model name, got {meta['model']!r:.40}")
+    for name in ("model_params", "config"):
+        if not isinstance(meta.get(name, {}), dict):
+            raise bad(name, "must be an object")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise bad("class_names", "must be a list of names")
+    check_class_names(names, f"{where}: class_names")
+    for name in ("calibration", "ood"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise bad(name, "must be an object or null")
+    cal = meta.get("calibration")
+    if cal:
+        if set(cal) != {"temperature", "level", "threshold", "fitted_on", "n"} or not all(
+                _number(cal[k]) for k in ("temperature", "level", "threshold", "n")):
+            raise bad("calibration", "must hold numbers temperature, level, threshold, n and text fitted_on")
+        if not (cal["temperature"] > 0 and 0 < cal["level"] < 1 and math.isfinite(cal["threshold"])):
+            raise bad("calibration", "holds a temperature <= 0 or a level outside (0, 1)")
+    ood = meta.get("ood")
+    if ood and not (_number(ood.get("energy_threshold")) and math.isfinite(ood["energy_threshold"])):
+        raise bad("ood", "must hold a finite energy_threshold")
+    try:
+        TrainConfig.from_dict(meta.get("config") or {"model": meta["model"]})
+    except FmnistError as e:
+        raise bad("config", f"is invalid: {e}") from None
+    except TypeError:
+        raise bad("config", "is invalid") from None
 
 
 def numpy_logits(model: nn.Module, images: np.ndarray, tta: bool | str = False,

@@ -91,7 +91,7 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     """
     from fmnist.cv import cross_validate
     from fmnist.metrics import paired_comparison
-    from fmnist.run import train_run
+    from fmnist.run import finished, train_run
 
     if ds.test is None:
         raise FmnistError(f"{ds.source}: finding label issues needs a test split too (give --test-data)")
@@ -103,8 +103,8 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     if not cv.complete:
         raise FmnistError(f"cross-validation stopped with {cv.finished} of {folds} folds; run again to continue")
     log(f"[2/3] test probabilities: {config.model} trained on every training row")
-    run = _finished(out / "model", config, len(ds.train)) or train_run(config, ds, out / "model", progress=progress,
-                                                                       log=log, existing="overwrite")
+    run = _finished(out / "model", config, len(ds.train)) or finished(
+        train_run(config, ds, out / "model", progress=progress, log=log, existing="overwrite"))
     test_probs = _probabilities(run, ds.test)
     log("[3/3] confident learning (cleanlab)")
     import pandas as pd
@@ -151,7 +151,7 @@ def _finished(run_dir: Path, config: TrainConfig, rows: int) -> Any:
         data = json.loads((run_dir / "config.json").read_text())["data"]
         if (run_dir / "metrics.json").is_file() and data["train_rows"] + data["val_rows"] == rows:
             run = Run.load(run_dir)
-            return run if run.config == config else None
+            return run if run.config == config and not run.metrics.interrupted else None
     except (OSError, ValueError, KeyError, FmnistError):
         pass
     return None
@@ -168,13 +168,13 @@ def _retrain(config: TrainConfig, ds: Dataset, drop: np.ndarray, out: Path, wron
              suspects: np.ndarray, progress: bool | None, log: Any, paired_comparison: Any) -> Retrained:
     import dataclasses
 
-    from fmnist.run import train_run
+    from fmnist.run import finished, train_run
 
     keep = np.setdiff1d(np.arange(len(ds.train)), drop)
     clean = dataclasses.replace(ds, train=ds.train.take(keep))
     log(f"retraining without the {len(drop):,} training suspects ({len(keep):,} rows)")
-    run = _finished(out, config, len(keep)) or train_run(config, clean, out, progress=progress, log=log,
-                                                         existing="overwrite")
+    run = _finished(out, config, len(keep)) or finished(
+        train_run(config, clean, out, progress=progress, log=log, existing="overwrite"))
     wrong = _probabilities(run, ds.test).argmax(axis=1) != ds.test.labels
     pc = paired_comparison(~wrong, ~wrong_all)
     return Retrained(test_accuracy=float((~wrong).mean()), test_accuracy_all_rows=float((~wrong_all).mean()),

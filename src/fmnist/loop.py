@@ -267,6 +267,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     """
     from tqdm.auto import tqdm
 
+    for what, v, kinds in (("model", model, nn.Module), ("train", train, Split), ("config", config, TrainConfig)):
+        if not isinstance(v, kinds):
+            raise FmnistError(f"fit: {what} must be a {kinds.__name__}, got {type(v).__name__}")
+    if val is not None and not isinstance(val, Split):
+        raise FmnistError(f"fit: val must be a Split or None, got {type(val).__name__}")
     device = resolve_device(config.device)
     dtype = autocast_dtype(device, config.precision)
     if config.precision == "bf16" and not native_bf16(device):
@@ -318,16 +323,22 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
     first = 1
     if resume:
         st = load_train_state(state_path, config)
-        net.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        if ema is not None and st["ema"] is not None:
-            ema.load_state_dict(st["ema"])
-        g.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
-        if device.type == "cuda" and st.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(st["cuda_rng"], device)
-        hist = History(**st["history"])
-        best_loss, best_state, since_best = st["best_loss"], st["best_state"], st["since_best"]
+        try:  # the file may hold anything: a state of another model fails here, before any step
+            net.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            if ema is not None and st["ema"] is not None:
+                ema.load_state_dict(st["ema"])
+            g.set_state(st["generator"])
+            torch.set_rng_state(st["torch_rng"])
+            if device.type == "cuda" and st.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(st["cuda_rng"], device)
+            hist = History(**st["history"])
+            if best_state := st["best_state"]:
+                copy.deepcopy(net).load_state_dict(best_state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise FmnistError(f"{state_path}: the training state does not fit model '{config.model}' "
+                              f"({str(e).splitlines()[0][:160] if str(e) else type(e).__name__})") from None
+        best_loss, since_best = st["best_loss"], st["since_best"]
         step, seen, before = st["step"], st["seen"], st["seconds"]
         first = len(hist.epoch) + 1
         log(f"resuming at epoch {first}/{config.epochs} (step {step:,}) from {state_path}")
@@ -490,7 +501,14 @@ def load_train_state(path: str | os.PathLike | None, config: TrainConfig) -> dic
         st = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (torch raises many kinds for a damaged file)
         raise FmnistError(f"{p}: not a readable training state ({type(e).__name__})") from None
-    mine, theirs = config.to_dict(), st.get("config", {})
+    expected = {"config": dict, "model": dict, "optimizer": dict, "generator": torch.Tensor, "torch_rng": torch.Tensor,
+                "history": dict, "best_loss": float, "since_best": int, "step": int, "seen": int, "seconds": float}
+    if not isinstance(st, dict):
+        raise FmnistError(f"{p}: not a training state fmnist wrote (a {type(st).__name__}, not a dictionary)")
+    wrong = [k for k, kind in expected.items() if not isinstance(st.get(k), kind) or isinstance(st.get(k), bool)]
+    if wrong:
+        raise FmnistError(f"{p}: not a training state fmnist wrote (field {wrong[0]} is missing or of another type)")
+    mine, theirs = config.to_dict(), st["config"]
     diff = [k for k in mine if k != "device" and mine[k] != theirs.get(k)]
     if diff:
         was = ", ".join(f"{k}={theirs.get(k)!r}" for k in diff)

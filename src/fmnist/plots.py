@@ -18,6 +18,21 @@ from fmnist.files import save_figure
 PathLike = str | os.PathLike
 
 
+def _text_only(fn: Any) -> Any:
+    """Draw with every string taken as plain text: a class name, a title or a run name such as "$\\x$" would
+    otherwise be parsed as mathtext (or TeX) and fail, or change, the picture."""
+    import functools
+
+    import matplotlib
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _figure(*size: float) -> Figure:
     return Figure(figsize=size, layout="constrained")
 
@@ -28,6 +43,7 @@ def _done(fig: Figure, path: PathLike | None) -> Figure:
     return fig
 
 
+@_text_only
 def class_distribution(counts: dict[str, dict[str, int]], path: PathLike | None = None) -> Figure:
     """Bar charts of class counts, one panel per split ({'train': {name: n}, 'test': {...}})."""
     fig = _figure(6 * len(counts), 4)
@@ -43,6 +59,7 @@ def class_distribution(counts: dict[str, dict[str, int]], path: PathLike | None 
     return _done(fig, path)
 
 
+@_text_only
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: PathLike | None = None,
                 per_class: int = 8, seed: int = 0) -> Figure:
     """A grid of sample images, one row per class, with the class name."""
@@ -63,6 +80,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return _done(fig, path)
 
 
+@_text_only
 def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 path: PathLike | None = None) -> Figure:
     """The mean image of each class as a heatmap."""
@@ -80,6 +98,7 @@ def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return _done(fig, path)
 
 
+@_text_only
 def pixel_histogram(images: np.ndarray, path: PathLike | None = None) -> Figure:
     """Histogram of pixel intensities (log scale: most pixels are background)."""
     fig = _figure(6, 3.5)
@@ -93,6 +112,7 @@ def pixel_histogram(images: np.ndarray, path: PathLike | None = None) -> Figure:
     return _done(fig, path)
 
 
+@_text_only
 def learning_curves(history: Any, path: PathLike | None = None, title: str = "") -> Figure:
     """Train/val loss and accuracy vs epoch of a Run, a History or its dict; marks the lowest validation loss."""
     if hasattr(history, "history"):  # a Run
@@ -119,6 +139,7 @@ def learning_curves(history: Any, path: PathLike | None = None, title: str = "")
     return _done(fig, path)
 
 
+@_text_only
 def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike | None = None,
                 title: str = "") -> Figure:
     """Curves of all folds on one figure: train loss, val loss, val accuracy."""
@@ -135,6 +156,7 @@ def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike 
     return _done(fig, path)
 
 
+@_text_only
 def confusion_matrix(result: Any, class_names: Sequence[str] | None = None, path: PathLike | None = None,
                      title: str = "") -> Figure:
     """Confusion matrix (rows: true class, columns: predicted) with counts in each cell, of a Run, an Evaluation
@@ -164,6 +186,7 @@ def confusion_matrix(result: Any, class_names: Sequence[str] | None = None, path
     return _done(fig, path)
 
 
+@_text_only
 def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: np.ndarray,
                   class_names: Sequence[str], path: PathLike | None = None, n: int = 32,
                   heatmaps: dict[int, np.ndarray] | None = None) -> Figure:
@@ -196,6 +219,7 @@ def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
     ax.axis("off")
 
 
+@_text_only
 def label_suspects(images: Sequence[np.ndarray], titles: Sequence[str], total: int,
                    path: PathLike | None = None) -> Figure:
     """A gallery of likely label errors, most likely first: each image with its title (given / suggested label)."""
@@ -212,6 +236,7 @@ def label_suspects(images: Sequence[np.ndarray], titles: Sequence[str], total: i
     return _done(fig, path)
 
 
+@_text_only
 def explanation(image: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
                 path: PathLike | None = None, title: str = "", prediction_set: str | None = None) -> Figure:
     """One image as the model saw it, the heatmap of what drove its prediction over it, and its top classes."""
@@ -233,6 +258,7 @@ def explanation(image: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_na
     return _done(fig, path)
 
 
+@_text_only
 def reliability_diagram(logits: np.ndarray, labels: np.ndarray, calibration: Any = None,
                         path: PathLike | None = None, bins: int = 15) -> Figure:
     """Accuracy against confidence per confidence bin, before and (given a trust.Calibration) after temperature
@@ -257,6 +283,7 @@ def reliability_diagram(logits: np.ndarray, labels: np.ndarray, calibration: Any
     return _done(fig, path)
 
 
+@_text_only
 def embedding(xy: np.ndarray, true: np.ndarray, pred: np.ndarray, images: np.ndarray, class_names: Sequence[str],
               path: PathLike | None = None, thumbnails: int = 2) -> Figure:
     """A 2-D map of images (t-SNE of the model's features): colour = true class, crosses = misclassified, and
@@ -290,6 +317,7 @@ def _tab10() -> Any:
     return colormaps["tab10"]
 
 
+@_text_only
 def fold_bars(per_fold: Sequence[Any], path: PathLike | None = None, title: str = "") -> Figure:
     """Validation loss and accuracy (and test accuracy) per fold (cv.Fold results), with the mean as a line."""
     fig = _figure(10, 3.6)
@@ -317,6 +345,7 @@ def fold_bars(per_fold: Sequence[Any], path: PathLike | None = None, title: str 
     return _done(fig, path)
 
 
+@_text_only
 def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], path: PathLike | None = None,
                          title: str = "") -> Figure:
     """Each row: an original image, then several augmented versions of it. Arrays (N, 28, 28), any scale."""
@@ -334,6 +363,7 @@ def augmentation_gallery(original: np.ndarray, augmented: Sequence[np.ndarray], 
     return _done(fig, path)
 
 
+@_text_only
 def accuracy_vs_time(names: Sequence[str], accuracy: Sequence[float], seconds: Sequence[float],
                      ci95: Sequence[tuple[float, float]], reference: Sequence[float | None],
                      path: PathLike | None = None) -> Figure:
@@ -364,6 +394,7 @@ def accuracy_vs_time(names: Sequence[str], accuracy: Sequence[float], seconds: S
     return _done(fig, path)
 
 
+@_text_only
 def compare_runs(histories: Sequence[Any], names: Sequence[str], per_class: Sequence[dict[str, float]],
                  path: PathLike | None = None) -> Figure:
     """Runs side by side: validation accuracy per epoch (train accuracy where a run had no validation split) and

@@ -36,11 +36,12 @@ def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: 
             if im.format == "JPEG" and max(im.size) > 1024:
                 im.draft("L", (im.width // 4, im.height // 4))  # decode a phone photo at a quarter: 16x less work
             im.load()
+            fmt = im.format
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im.convert("RGBA"))
-            g = im.convert("L")
+            g = _deep_to_8bit(im, fmt, name) if im.mode.startswith(("I", "F")) else im.convert("L")
     except DataError:
         raise
     except Image.DecompressionBombError:
@@ -53,6 +54,26 @@ def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: 
         why = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e).splitlines()[0] if str(e) else "") or "corrupt"
         raise DataError(f"{name}: not a readable image ({why})") from None
     return prepare(np.asarray(g, dtype=np.uint8), preprocess=preprocess, invert=invert)
+
+
+def _deep_to_8bit(im: object, fmt: str | None, name: str) -> object:
+    """A 16-bit, 32-bit integer or float grayscale picture as 8-bit, scaled by its bit depth: Pillow's own
+    conversion to "L" clips such values to 0..255 instead of scaling them."""
+    from PIL import Image
+
+    a = np.asarray(im, dtype=np.float64)
+    hi = float(a.max()) if a.size else 0.0
+    if im.mode.startswith("I;16") or (im.mode == "I" and fmt == "PNG"):  # PNG's 16-bit grayscale
+        a = a / 257.0
+    elif im.mode == "F" and hi <= 1.0:  # 0..1 intensities
+        a = a * 255.0
+    elif hi > 255:
+        if hi > 65535 or im.mode == "F":
+            raise DataError(f"{name}: {im.mode} picture with values up to {hi:.6g}; expected 8- or 16-bit levels")
+        a = a / 257.0
+    if (a < 0).any():
+        raise DataError(f"{name}: {im.mode} picture with negative values; expected 0..255 or 0..65535 levels")
+    return Image.fromarray(np.rint(a).astype(np.uint8))
 
 
 def prepare(gray: np.ndarray, preprocess: str = "dataset", invert: str = "auto") -> np.ndarray:

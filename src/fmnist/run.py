@@ -108,9 +108,14 @@ class Run:
         names = tuple(meta["class_names"])
         try:
             metrics = json.loads((d / "metrics.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, json.JSONDecodeError, RecursionError) as e:
             raise FmnistError(f"{d / 'metrics.json'}: not readable ({e})") from None
-        history, m = History.from_csv(d / "history.csv"), RunMetrics.from_dict(metrics, names)
+        try:
+            m = RunMetrics.from_dict(metrics, names)
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise FmnistError(f"{d / 'metrics.json'}: not the metrics of a fmnist run ({type(e).__name__}: "
+                              f"{str(e)[:80]})") from None
+        history = History.from_csv(d / "history.csv")
         if m.test is not None and (d / "test_predictions.npz").is_file():
             import dataclasses
 
@@ -121,6 +126,14 @@ class Run:
         history.train_seconds, history.images_per_second = m.train_seconds, m.train_images_per_second
         return cls(model, TrainConfig.from_dict(meta["config"]), history, m, d, names,
                    Calibration.from_dict(meta.get("calibration")))
+
+
+def check_data(data: object, caller: str, *kinds: type) -> None:
+    """One clear line when a library caller passes something else than the data it expects (a Dataset)."""
+    kinds = kinds or (Dataset,)
+    if not isinstance(data, kinds):
+        raise FmnistError(f"{caller}: data must be a {' or a '.join(k.__name__ for k in kinds)} (e.g. "
+                          f"fmnist.load_dataset() or fmnist.Dataset(...)), got {type(data).__name__}")
 
 
 def provenance() -> dict:
@@ -162,10 +175,12 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
     With out_dir, also writes the confusion matrix, the misclassified images with what drove each prediction, the
     reliability diagram, and with `embedding` the 2-D map of the model's features (slower: t-SNE, ~30 s).
     """
-    from fmnist import trust
-
     if isinstance(model, str | os.PathLike):
         model = Run.load(model)
+    if not isinstance(model, torch.nn.Module | Run):
+        raise FmnistError(f"evaluate: model must be a Run, a run directory or a torch module, got "
+                          f"{type(model).__name__}")
+    check_data(data, "evaluate", Dataset, Split)
     if isinstance(model, Run):
         class_names = class_names or model.class_names
         tta = model.config.tta_views if tta is None else tta
@@ -177,28 +192,43 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
         data = data.test if data.test is not None else data.train
     if not class_names:
         raise FmnistError("class_names are needed to evaluate a bare model on a Split")
-    logits = numpy_logits(model, data.images, tta=tta)
-    ev = classification_metrics(data.labels, logits, class_names, split=split or "test")
+    ev, logits = _measure(model, data, class_names, tta, split or "test", calibration)
+    if out_dir is not None:
+        draw_evaluation(model, data, ev, logits, calibration, out_dir, embedding=embedding)
+    return ev
+
+
+def _measure(model: torch.nn.Module, data: Split, class_names: tuple[str, ...], tta: bool | str, split: str,
+             calibration: Calibration | None) -> tuple[Evaluation, np.ndarray]:
     import dataclasses
 
-    ev = dataclasses.replace(ev, **trust.measure(logits, data.labels, calibration))
-    if out_dir is not None:
-        from fmnist import explain, plots
+    from fmnist import trust
 
-        out = Path(out_dir)
-        probs = calibration.probabilities(logits) if calibration else softmax(logits)
-        plots.confusion_matrix(ev, path=out / "confusion_matrix.png")
-        pred, conf = probs.argmax(1), probs.max(1)
-        wrong = np.flatnonzero(pred != data.labels)
-        pick = wrong[np.argsort(-conf[wrong])][:16]  # the gallery's most confident mistakes, with their heatmaps
-        heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True))
-        plots.misclassified(data.images, data.labels, pred, conf, class_names, out / "misclassified.png",
-                            n=len(pick), heatmaps=heat)
-        plots.reliability_diagram(logits, data.labels, calibration, out / "reliability.png")
-        if embedding:
-            explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names,
-                                  out / "embedding.png")
-    return ev
+    logits = numpy_logits(model, data.images, tta=tta)
+    ev = classification_metrics(data.labels, logits, class_names, split=split)
+    return dataclasses.replace(ev, **trust.measure(logits, data.labels, calibration)), logits
+
+
+def draw_evaluation(model: torch.nn.Module, data: Split, ev: Evaluation, logits: np.ndarray,
+                    calibration: Calibration | None, out_dir: str | os.PathLike, embedding: bool = False) -> None:
+    """The pictures of an evaluation: confusion matrix, the most confident mistakes with what drove them, the
+    reliability diagram and, with `embedding`, the 2-D map of the model's features (t-SNE: needs a few dozen
+    images at least; skipped below that)."""
+    from fmnist import explain, plots
+
+    out, class_names = Path(out_dir), ev.class_names
+    probs = calibration.probabilities(logits) if calibration else softmax(logits)
+    plots.confusion_matrix(ev, path=out / "confusion_matrix.png")
+    pred, conf = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(pred != data.labels)
+    pick = wrong[np.argsort(-conf[wrong])][:16]  # the gallery's most confident mistakes, with their heatmaps
+    heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True)) \
+        if len(pick) else {}
+    plots.misclassified(data.images, data.labels, pred, conf, class_names, out / "misclassified.png",
+                        n=len(pick), heatmaps=heat)
+    plots.reliability_diagram(logits, data.labels, calibration, out / "reliability.png")
+    if embedding and len(data) >= explain.MIN_EMBEDDING_IMAGES:
+        explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names, out / "embedding.png")
 
 
 def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0,
@@ -220,6 +250,10 @@ def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *
           progress: bool | None = None, log: Any = print, existing: str = "refuse", **settings: Any) -> Run:
     """Train a model by name with its recipe (as `fmnist train MODEL`), a preset's settings or any TrainConfig
     setting given as a keyword; evaluate it once on the test split; save the run. Returns the Run."""
+    if not isinstance(model, str):
+        raise FmnistError(f"train: model must be a model or preset name (see fmnist.list_models()), got "
+                          f"{type(model).__name__}")
+    check_data(data, "train")
     config = TrainConfig.for_model(model, preset=preset, **settings)
     return train_run(config, data, out_dir, progress=progress, log=log, existing=existing)
 
@@ -237,6 +271,9 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     from fmnist.loop import TRAIN_STATE, load_train_state
     from fmnist.models import create_model
 
+    if not isinstance(config, TrainConfig):
+        raise FmnistError(f"train_run: config must be a TrainConfig, got {type(config).__name__}")
+    check_data(ds, "train_run")
     if existing not in ("refuse", "overwrite", "resume"):
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
@@ -258,8 +295,18 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
 
     with track(mlflow, out.name, tags={"model": config.model, "run_dir": out.resolve(), **{
             f"version.{k}": v for k, v in provenance().items()}}, nested=nested) as tracker:
-        prepare_out_dir(out, existing="keep" if existing == "resume" else existing)  # after the store opened
+        prepare_out_dir(out, existing="keep" if existing == "resume" else existing,  # after the store opened
+                        mark_run=True)
         run = _train_in(config, ds, out, model, train, val, progress, log, plots, existing, tracker)
+    return run
+
+
+def finished(run: Run) -> Run:
+    """`run` when its training ran to the end; KeyboardInterrupt when Ctrl-C stopped it. For callers that go on to
+    other work with the run (a study step, a search's retraining): an interrupted run is never recorded as done,
+    and the interrupt stops the caller too (its rerun resumes)."""
+    if run.metrics.interrupted:
+        raise KeyboardInterrupt
     return run
 
 
@@ -291,14 +338,12 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
     hist.to_csv(out / "history.csv")
     if plots and hist.epoch:
         P.learning_curves(hist, out / "learning_curves.png", title=config.model)
-    test = None
+    test = logits = None
     if ds.test is not None:
         t_eval = time.perf_counter()
-        test = evaluate(model, ds.test, ds.class_names, tta=config.tta_views, out_dir=out if plots else None,
-                        calibration=calibration)
+        test, logits = _measure(model, ds.test, ds.class_names, config.tta_views, "test", calibration)
         log(f"test accuracy {test.accuracy:.4f}  loss {test.loss:.4f}  (train {hist.train_seconds:.0f}s, "
-            f"{hist.images_per_second:,.0f} images/s; evaluated{' with pictures' if plots else ''} in "
-            f"{time.perf_counter() - t_eval:.0f}s)")
+            f"{hist.images_per_second:,.0f} images/s; evaluated in {time.perf_counter() - t_eval:.0f}s)")
         log(describe_trust(test))
     metrics = RunMetrics(model=config.model, parameters=n_params, train_seconds=hist.train_seconds,
                          train_images_per_second=hist.images_per_second, epochs_run=len(hist.epoch),
@@ -311,6 +356,10 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
             np.savez(tmp, predicted=test.predictions, labels=ds.test.labels.astype(np.int16))
         extra = {"test_set": ds.test.fingerprint()}
     write_json(out / "metrics.json", {**metrics.to_dict(), **extra, "provenance": provenance()})
+    if plots and test is not None:  # after the results are on disk: a picture that fails loses no result
+        t_draw = time.perf_counter()
+        draw_evaluation(model, ds.test, test, logits, calibration, out)
+        log(f"pictures drawn in {time.perf_counter() - t_draw:.0f}s")
     if not hist.interrupted:
         (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
     if tracker is not None:

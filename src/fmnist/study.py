@@ -22,7 +22,7 @@ import numpy as np
 
 from fmnist.config import TrainConfig
 from fmnist.data import Dataset
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import prepare_out_dir, write_json
 
 # the reference projects' models trained with their own recipe, in the order of the table
@@ -207,10 +207,10 @@ def _run_pictures(run_dir: Path, root: Path, misclassified: bool = False) -> lis
 def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root: Path, reference: tuple | None,
                progress: bool | None, data_args: list[str], mlflow: str | None = None) -> Row:
     """Train one model with one config, test it once."""
-    from fmnist.run import train_run
+    from fmnist.run import finished, train_run
 
     sdir = root / "steps" / key
-    run = train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
+    run = finished(train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow))
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     ref, ref_text = reference or (None, None)
@@ -230,7 +230,7 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
               progress: bool | None, data_args: list[str], mlflow: str | None = None) -> Row:
     """Reference project 001's random search (dense width and learning rate of its LeNet-5) on a validation
     split, then the best configuration retrained on all the training data and tested once."""
-    from fmnist.run import train_run
+    from fmnist.run import finished, train_run
     from fmnist.tuning import SPACES, apply_params, tune
 
     sdir = root / "steps" / key
@@ -243,7 +243,8 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
     if not r.complete:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
         raise KeyboardInterrupt
     best = apply_params(config, r.best_params)
-    run = train_run(best, ds, sdir / "best", progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
+    run = finished(train_run(best, ds, sdir / "best", progress=progress, log=_quiet, existing="overwrite",
+                             mlflow=mlflow))
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     limit = ["--limit", str(len(tds.train))] if len(tds.train) < len(ds.train) else []
@@ -297,16 +298,17 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
     on the same test images (paired difference with its interval and McNemar's test)."""
     from fmnist.inference import numpy_logits
     from fmnist.metrics import paired_comparison
-    from fmnist.run import Run, train_run
+    from fmnist.run import Run, finished, train_run
 
     sdir = root / "steps" / key
     arms = {}
     for arm, cfg in (("without", config.replace(augment="")), ("with", config.replace(augment="crop,flip"))):
         earlier = root / "steps" / f"train-{cfg.model}"  # the reference row's run, when it is this very arm
-        if arm == "without" and (earlier / "metrics.json").exists() and Run.load(earlier).config == cfg:
+        if arm == "without" and (earlier / "result.json").exists() and Run.load(earlier).config == cfg:
             run = Run.load(earlier)  # training is deterministic: the same config gives the same model
         else:
-            run = train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow)
+            run = finished(train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite",
+                                     mlflow=mlflow))
         pred = numpy_logits(run.model, ds.test.images, tta=cfg.tta_views).argmax(1)
         arms[arm] = (run, cfg, pred == ds.test.labels)
     (w_run, w_cfg, w_ok), (o_run, o_cfg, o_ok) = arms["with"], arms["without"]
@@ -492,7 +494,7 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
         log(f"{head}  ({time.perf_counter() - t0:.0f}s elapsed)")
         try:
             row = step.run(ds, out, progress)
-        except FmnistError as e:  # e.g. ImageNet weights not available offline: reported, not fatal
+        except Unavailable as e:  # e.g. ImageNet weights not available offline: reported, not fatal
             skipped.append({"key": step.key, "title": step.title, "skipped": str(e)})
             write_json(done, skipped[-1])
             log(f"  skipped: {e}")

@@ -304,14 +304,14 @@ def _worker_and_results(study: Any, suggest: Any, run: Any, trials: int, grid: l
     if not w.complete:
         log(f"stopped with {w.finished} of {trials} trials finished; run the same command again to continue")
     elif retrain:
-        from fmnist.run import train_run
+        from fmnist.run import finished, train_run
 
         # one worker of a shared study retrains; the others say which one (their out_dir may be the same)
         holder = claim_once(url, study_name, f"retrain-best-of-{trials}")
         if holder is None:
             log(f"retraining the best configuration {study.best_params} and testing it once")
-            run = train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite",
-                            mlflow=mlflow, nested=True)
+            run = finished(train_run(best_cfg, ds, out / "best", progress=progress, log=log, existing="overwrite",
+                                     mlflow=mlflow, nested=True))
             result = dataclasses.replace(result, best_run=run.metrics, best_run_dir=str(run.dir))
         else:
             log(f"the best configuration is retrained by worker {holder}, not here")

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmnist.data.audit import SplitAudit, audit_and_clean, first_problem
-from fmnist.data.readers import FASHION_CLASSES, RawSplit, locate, read_class_names, read_raw
+from fmnist.data.readers import (
+    FASHION_CLASSES,
+    RawSplit,
+    check_class_names,
+    locate,
+    read_class_names,
+    read_raw,
+)
 from fmnist.errors import DataError
 
 # Fashion-MNIST training-set statistics of pixels/255: models see (x/255 - MEAN) / STD.
@@ -18,8 +25,8 @@ STD = 0.3530
 BLACK = -MEAN / STD  # a black (0) pixel, normalized: what padding and shifting bring in
 
 __all__ = [
-    "BLACK", "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "load_dataset", "holdout_split",
-    "kfold_splits", "subset", "to_input",
+    "BLACK", "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "check_class_names", "holdout_split",
+    "kfold_splits", "load_dataset", "subset", "to_input",
 ]
 
 
@@ -116,8 +123,14 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
     for name, raw in (("train", train_raw), ("test", test_raw)):
         if raw is not None and len(kept[name]) == 0:
             why = first_problem(raw)
-            raise DataError(f"{raw.source}: no usable {name} rows" + (f" after cleaning; e.g. {why.split(': ', 1)[1]}"
-                                                                    if why else ""))
+            a = audits[name]
+            dropped = [f"{n:,} {what}" for n, what in (
+                (a.rows_with_missing_values, "with empty cells"), (a.rows_with_invalid_values, "with invalid values"),
+                (a.conflicting_duplicates_removed, "conflicting duplicates (one image with several labels: every "
+                                                   "copy is dropped)"),
+                (a.duplicates_removed, "exact duplicates"), (a.overlap_removed, "also in the test split")) if n]
+            raise DataError(f"{raw.source}: no usable {name} rows: cleaning dropped all {len(raw):,} ("
+                            + ", ".join(dropped) + ")" + (f"; e.g. {why.split(': ', 1)[1]}" if why else ""))
 
     def make(raw: RawSplit, idx: np.ndarray, n: int | None) -> Split:
         if n is not None:

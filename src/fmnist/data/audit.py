@@ -120,7 +120,8 @@ def audit_and_clean(train: RawSplit, test: RawSplit | None, class_names: tuple[s
 
 def first_problem(raw: RawSplit) -> str | None:
     """The first unusable row of a split, described in one line (for --no-clean)."""
-    for key in ("missing", "non_numeric", "non_integer", "label_out_of_range", "pixel_out_of_range", "invalid"):
+    for key in ("missing", "non_numeric", "non_integer", "not_finite", "label_out_of_range", "pixel_out_of_range",
+                "invalid"):
         if raw.examples.get(key):
             return f"{raw.source}: {raw.examples[key][0]}"
     if (raw.missing | raw.invalid).any():

@@ -114,6 +114,22 @@ def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike
 
 
 # ----------------------------------------------------------------------------------------------------- CSV
+MAX_CSV_LINE = 65536  # a header or row of 785 fields is under 8 KB: a longer first line is not this format
+
+
+def _check_first_line(path: Path) -> None:
+    """Refuse a file whose first line is far longer than a header or row of 785 fields before pandas reads it all
+    (a file on one line would otherwise be parsed whole, slowly and in much memory, before being refused)."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            line = f.readline(MAX_CSV_LINE + 1)
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable text CSV file ({type(e).__name__})") from None
+    if len(line) > MAX_CSV_LINE and not line.endswith(b"\n"):
+        raise DataError(f"{path}: line 1 is over {MAX_CSV_LINE // 1024} KB without a line break ("
+                        f"{line.count(b',') + 1:,}+ fields); expected label,pixel1..pixel784 (785 fields a line)")
+
+
 def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLASSES) -> RawSplit:
     """Read a Kaggle-style CSV (`label,pixel1..pixel784`): 60,000 rows in a few seconds.
 
@@ -126,6 +142,8 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         raise DataError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
+    _check_first_line(path)
+
     def parse(**kw: object) -> pd.DataFrame:
         try:
             # dtype=str would be 5x slower; the C parser gives numeric columns, and object columns only where a
@@ -200,7 +218,8 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         out_of_range = np.zeros_like(finite)
         out_of_range[:, 0] = finite[:, 0] & ((values[:, 0] < 0) | (values[:, 0] > 9))
         out_of_range[:, 1:] = finite[:, 1:] & ((values[:, 1:] < 0) | (values[:, 1:] > 255))
-    invalid_cells = nonnumeric | non_integer | out_of_range | (~finite & ~missing_cells & ~nonnumeric)
+    not_finite = ~finite & ~missing_cells & ~nonnumeric  # inf, -inf or nan written out
+    invalid_cells = nonnumeric | non_integer | out_of_range | not_finite
     missing = missing_cells.any(axis=1)
     invalid = invalid_cells.any(axis=1)
 
@@ -217,6 +236,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         ("missing", missing_cells, "is empty"),
         ("non_numeric", nonnumeric, "is not a number"),
         ("non_integer", non_integer, "is not an integer"),
+        ("not_finite", not_finite, "is not a finite number"),
         ("label_out_of_range", out_of_range[:, :1], "is outside 0..9"),
     ):
         if mask.any():
@@ -332,8 +352,10 @@ def pixel_scale(a: np.ndarray, name: str) -> tuple[np.ndarray, str | None]:
     if a.size == 0 or a.dtype == np.uint8:
         return a, None
     af = a.astype(np.float64)
-    if not np.isfinite(af).all():
-        raise DataError(f"{name}: pixels must be finite numbers (found NaN or infinity)")
+    if not (finite := np.isfinite(af)).all():
+        where = np.unravel_index(int(np.flatnonzero(~finite.reshape(-1))[0]), af.shape)
+        raise DataError(f"{name}: pixels must be finite numbers; the value at index {list(map(int, where))} is "
+                        f"{af[where]}")
     lo, hi = float(af.min()), float(af.max())
     if lo < 0:
         raise DataError(f"{name}: pixels range {lo:.3g}..{hi:.3g}; negative values look standardized: give raw "
@@ -440,6 +462,7 @@ def read_raw(data: str | os.PathLike | None = None, test_data: str | os.PathLike
         tp = Path(test_data)
         if not tp.exists():
             raise DataError(f"{tp}: no such file or directory")
+        check_same_classes(p, tp, class_names)
         if tp.is_dir():
             test, _, _ = read_raw(tp, class_names=class_names)
         else:
@@ -448,22 +471,64 @@ def read_raw(data: str | os.PathLike | None = None, test_data: str | os.PathLike
     return train, test, str(p)
 
 
+MAX_NAME_LENGTH = 100
+
+
+def check_class_names(names: object, where: str) -> tuple[str, ...]:
+    """Class names as fmnist accepts them, from any source (classes.txt, a checkpoint someone sent): at least two,
+    each a line of printable text (no control characters: a name reaches terminals, pictures and web pages)
+    of at most MAX_NAME_LENGTH characters, no two alike ignoring case. One clear line otherwise."""
+    import unicodedata
+
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise DataError(f"{where}: class names must be a list of text")
+    if len(names) < 2:
+        raise DataError(f"{where}: {len(names)} class name(s); a classifier needs at least 2")
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names, start=1):
+        if not n.strip() or n != n.strip():
+            raise DataError(f"{where}: class name {i} ({n!r:.40}) is empty or has spaces around it")
+        if len(n) > MAX_NAME_LENGTH:
+            raise DataError(f"{where}: class name {i} is {len(n)} characters long (at most {MAX_NAME_LENGTH})")
+        bad = next((c for c in n if unicodedata.category(c).startswith("C")), None)
+        if bad is not None:
+            raise DataError(f"{where}: class name {i} ({n!r:.40}) holds the control character U+{ord(bad):04X}; "
+                            "names are printable text")
+        if n.lower() in seen:
+            raise DataError(f"{where}: class name '{n}' appears twice (names {seen[n.lower()]} and {i}); "
+                            "each class needs its own name")
+        seen[n.lower()] = i
+    return tuple(names)
+
+
+def _classes_file(source: str | os.PathLike) -> Path:
+    p = Path(source)
+    return (p if p.is_dir() else p.parent) / "classes.txt"
+
+
 def read_class_names(source: str | os.PathLike) -> tuple[str, ...]:
     """Class names: a `classes.txt` beside the data (one per line, 10 lines) or Fashion-MNIST's."""
-    p = Path(source)
-    f = (p if p.is_dir() else p.parent) / "classes.txt"
+    f = _classes_file(source)
     if f.is_file():
         try:
-            names = tuple(line.strip() for line in f.read_text().splitlines() if line.strip())
+            names = tuple(line.strip() for line in f.read_text(encoding="utf-8-sig").splitlines() if line.strip())
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{f}: cannot read class names ({e})") from None
         if len(names) != 10:
             raise DataError(f"{f}: {len(names)} class names, expected 10 (one per line)")
-        seen: dict[str, int] = {}
-        for i, n in enumerate(names, start=1):
-            if n.lower() in seen:
-                raise DataError(f"{f}: class name '{n}' appears twice (names {seen[n.lower()]} and {i}); "
-                                "each of the 10 classes needs its own name")
-            seen[n.lower()] = i
-        return names
+        return check_class_names(names, str(f))
     return FASHION_CLASSES
+
+
+def check_same_classes(train_source: str | os.PathLike, test_source: str | os.PathLike,
+                       class_names: tuple[str, ...]) -> None:
+    """Refuse a test split whose own classes.txt names the classes otherwise (another order, other names): its
+    labels would mean other classes than the training labels."""
+    f = _classes_file(test_source)
+    if f.is_file() and f.resolve() != _classes_file(train_source).resolve():
+        theirs = read_class_names(test_source)
+        if theirs != tuple(class_names):
+            i = next((k for k, (a, b) in enumerate(zip(theirs, class_names, strict=True)) if a != b), 0)
+            raise DataError(f"{f}: the test data names its classes otherwise than the training data (class {i}: "
+                            f"'{theirs[i]}' here, '{class_names[i]}' for training); the labels would mean other "
+                            "classes: give both the same classes.txt")

@@ -76,17 +76,57 @@ def create_model(name: str, num_classes: int = 10, **params: Any) -> nn.Module:
     if unknown:
         raise FmnistError(f"model '{name}' has no parameter {', '.join(sorted(unknown))}; "
                           f"its parameters: {', '.join(k for k in known if k != 'num_classes') or 'none'}")
-    for k, v in params.items():  # a value of another type than the default's is refused by name, not deep inside
-        d = known[k]
-        kinds = (bool,) if isinstance(d, bool) else (int,) if isinstance(d, int) else (int, float) \
-            if isinstance(d, float) else (str,) if isinstance(d, str) else None
-        if kinds and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
-            what = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kinds[-1]]
-            raise FmnistError(f"model '{name}': parameter {k} must be {what} (like its default {d!r}), got {v!r}")
+    for k, v in params.items():
+        _check_param(name, k, v, known[k], inspect.signature(info.factory).parameters[k].annotation)
+    if not info.pretrained:  # its size first, without memory: a typo such as widths=[100000000] is one line
+        import torch
+
+        with torch.device("meta"):
+            n = count_parameters(info.factory(num_classes=num_classes, **params))
+        if n > MAX_PARAMETERS:
+            raise FmnistError(f"model '{name}' with {params} would have {n:,} parameters; the limit is "
+                              f"{MAX_PARAMETERS:,}")
     try:
         return info.factory(num_classes=num_classes, **params)
     except (ValueError, TypeError) as e:
         raise FmnistError(f"model '{name}': {e}") from None
+
+
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of fp32 weights, far beyond any 28x28 classifier
+
+
+def _check_param(model: str, key: str, v: Any, default: Any, annotation: Any) -> None:
+    """A parameter of another type than its default's, or of a value no model can be built with, is refused by
+    name: sizes are whole numbers of at least 1 (0 where the default is 0), dropout rates in [0, 1), other
+    numbers finite and not negative; a tuple default takes a list of sizes (of its length unless its annotation
+    says `...`)."""
+    import math
+
+    def refuse(what: str) -> FmnistError:
+        return FmnistError(f"model '{model}': parameter {key} must be {what} (like its default {default!r}), "
+                           f"got {v!r:.60}")
+
+    if isinstance(default, tuple):
+        fixed = "..." not in str(annotation)
+        if not isinstance(v, list | tuple) or not v or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                                for x in v):
+            raise refuse("a list of whole numbers")
+        if fixed and len(v) != len(default):
+            raise refuse(f"a list of {len(default)} whole numbers")
+        if min(v) < 1:
+            raise refuse("a list of whole numbers of at least 1")
+        return
+    kinds = (bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) else (int, float) \
+        if isinstance(default, float) else (str,) if isinstance(default, str) else None
+    if kinds and (not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds)):
+        raise refuse({bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[kinds[-1]])
+    if kinds == (int,) and v < min(1, default):
+        raise refuse(f"a whole number of at least {min(1, default)}")
+    if kinds == (int, float):
+        if not math.isfinite(v) or v < 0:
+            raise refuse("a finite number, not negative")
+        if "dropout" in key and v >= 1:
+            raise refuse("a dropout rate in [0, 1)")
 
 
 # activations that never decrease: max-pooling commutes with them, act(max(a, b)) == max(act(a), act(b))

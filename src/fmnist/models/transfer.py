@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist.data import MEAN, STD
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, Unavailable
 from fmnist.models import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,7 +110,7 @@ def _torchvision_weights(enum_name: str, arch: str) -> Callable[[], dict]:
         try:
             return w.get_state_dict(progress=False)
         except Exception as e:  # noqa: BLE001  (URLError, socket errors, ...: the offline case)
-            raise FmnistError(f"cannot download the {arch} ImageNet weights ({e.__class__.__name__}); offline, "
+            raise Unavailable(f"cannot download the {arch} ImageNet weights ({e.__class__.__name__}); offline, "
                               f"place {fname} ({w.url}) at {target}, or pass --set weights=PATH to a local "
                               f"state-dict file") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from fmnist.errors import FmnistError
 from fmnist.predict import PREPROCESS, Predictor, image_to_array, pixels_to_array
@@ -22,6 +25,8 @@ STATIC = Path(__file__).parent / "static"
 MAX_FILES = 256  # uploads in one multipart request
 DRAIN_BYTES = 64_000_000  # a refused body is read (and dropped) up to this much before the 413 answer
 MAX_BATCH = 1024  # images in one /predict/batch request
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+OPEN_PATHS = frozenset({"/", "/health", "/docs", "/openapi.json"})  # answered without the token: no model output
 
 
 class _Abort(Exception):
@@ -92,6 +97,41 @@ class _BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class _Gate:
+    """ASGI middleware: answer only requests whose Host header names this service (a page on another site that
+    reaches a local service through DNS rebinding sends its own host name) and, when the service has a token,
+    carry it as `Authorization: Bearer TOKEN` (every path but the page, /health and the API description)."""
+
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...], token: str | None) -> None:
+        self.app, self.token = app, token
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        host = _host_name(headers.get(b"host", b"").decode("latin-1"))
+        if not self.any_host and host not in self.allowed:
+            return await _BodyLimit._reject(send, 400, f"Host '{host[:60]}' is not a name this service answers to "
+                                                        "(start it with --allow-host NAME to add one)")
+        if self.token is not None and scope["path"] not in OPEN_PATHS and not scope["path"].startswith("/docs-"):
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return await _BodyLimit._reject(send, 401, "this service needs its token: send the header "
+                                                           "'Authorization: Bearer TOKEN' (the page: open the "
+                                                           "address the service printed, ending in #token=...)")
+        return await self.app(scope, receive, send)
+
+
+def _host_name(header: str) -> str:
+    """'Example.com:8000' -> 'example.com'; '[::1]:8000' -> '::1'."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
 class _Batcher:
     """Collects concurrent requests for up to `wait_s` and runs them through the model as one batch."""
 
@@ -134,10 +174,25 @@ class _Batcher:
 
 
 def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_bytes: int = 5_000_000,
-               read_timeout: float = 30.0) -> FastAPI:
+               read_timeout: float = 30.0, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS,
+               token: str | None = None, max_preparing: int | None = None) -> FastAPI:
     """The FastAPI app serving the model saved in run_dir (request bodies: at most max_body_bytes, each part
-    arriving within read_timeout seconds)."""
+    arriving within read_timeout seconds).
+
+    allowed_hosts: the host names requests may be addressed to (the Host header; "*" for any). token: when given,
+    every request for a prediction, an explanation or the model card carries `Authorization: Bearer TOKEN`.
+    max_preparing: pictures decoded and prepared at once, in worker threads off the event loop (default: the
+    CPU count), so that one client's large picture never holds up the others.
+    """
+    if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise FmnistError("the service's token must be at least 16 printable ASCII characters")
     predictor = Predictor(run_dir, backend=backend)
+    preparing = asyncio.Semaphore(max_preparing or os.cpu_count() or 1)
+
+    async def off_loop(fn: Any, *args: Any) -> Any:
+        async with preparing:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
     if predictor.onnx is not None and predictor.onnx.warning:
         import logging
 
@@ -156,11 +211,15 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                   "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy")}
 
     app = FastAPI(title="fmnist", description="Fashion-MNIST classifier: upload an image, get class probabilities.",
-                  version="1")
+                  version="1", docs_url=None, redoc_url=None)
 
     @app.exception_handler(FmnistError)
     async def _bad_input(_: Request, e: FmnistError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, e: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody reads it: the client left mid-upload, which is no server error
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -198,7 +257,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
 
             try:
                 form = await request.form(max_files=MAX_FILES)
-            except _Abort:
+            except (_Abort, ClientDisconnect):
                 raise
             except (MultiPartException, HTTPException) as e:
                 message = str(getattr(e, "message", None) or getattr(e, "detail", ""))
@@ -219,7 +278,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                 data = await f.read()
                 if not data:
                     raise FmnistError(f"{f.filename or 'file'}: empty upload")
-                arrays.append(image_to_array(data, invert, f.filename or "file", preprocess))
+                arrays.append(await off_loop(image_to_array, data, invert, f.filename or "file", preprocess))
             return np.stack(arrays), []
         if ctype.startswith("application/json"):
             raw = await request.body()
@@ -233,7 +292,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                 raise FmnistError("JSON nested too deeply; pixels are at most 3 levels deep") from None
             if not isinstance(body, dict) or "pixels" not in body:
                 raise FmnistError("JSON body must be an object with a 'pixels' field")
-            x, note = pixels_to_array(body["pixels"], "pixels")
+            x, note = await off_loop(pixels_to_array, body["pixels"], "pixels")
             if not batch and len(x) != 1:
                 raise FmnistError("POST /predict takes one image; use /predict/batch for several")
             return x, [note] if note else []
@@ -242,7 +301,8 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         raise FmnistError(f"content type '{ctype.split(';')[0]}' not supported: use multipart/form-data or "
                           "application/json")
 
-    @app.post("/predict", summary="Classify one image (multipart field `file`, or JSON {\"pixels\": ...})")
+    @app.post("/predict", summary="Classify one image (multipart field `file`, or JSON {\"pixels\": ...})",
+              responses=ERRORS, openapi_extra=_body(batch=False))
     async def predict(request: Request) -> dict:
         x, notes = await _images(request, batch=False)
         answer = _answers(await batcher.logits(x), x, show=True)[0]
@@ -250,7 +310,8 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
             answer["notes"] = notes  # what was done to read the input, e.g. 0..1 floats scaled to 0..255
         return answer
 
-    @app.post("/predict/batch", summary="Classify many images (multipart fields `files`, or JSON pixels list)")
+    @app.post("/predict/batch", summary="Classify many images (multipart fields `files`, or JSON pixels list)",
+              responses=ERRORS, openapi_extra=_body(batch=True))
     async def predict_batch(request: Request) -> dict:
         x, notes = await _images(request, batch=True)
         if len(x) > MAX_BATCH:
@@ -274,7 +335,8 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
             return saliency(explainer, x, [target], method=method)[0]
 
     @app.post("/explain", summary="What drove the prediction of one image: a 28x28 heatmap (Grad-CAM or "
-                                  "integrated gradients), with the prediction")
+                                  "integrated gradients), with the prediction",
+              responses=ERRORS, openapi_extra=_body(batch=False, explain=True))
     async def explain(request: Request) -> dict:
         from fmnist.explain import METHODS
 
@@ -306,5 +368,74 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    # the API's page, with Swagger UI's script and style served from the package (swagger-ui-bundle): no
+    # third-party script runs in the service's origin, and the page works offline
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="openapi.json", title="fmnist API",
+                                   swagger_js_url="docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="docs-assets/favicon-32x32.png")
+
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        from swagger_ui_bundle import swagger_ui_path
+
+        if name not in DOCS_ASSETS:
+            raise FmnistError(f"no such asset: {name[:60]}")
+        return FileResponse(Path(swagger_ui_path) / name, media_type=DOCS_ASSETS[name])
+
     app.add_middleware(_BodyLimit, limit=max_body_bytes or float("inf"), read_timeout=read_timeout)
+    app.add_middleware(_Gate, allowed_hosts=tuple(allowed_hosts), token=token)  # outermost: checked first
     return app
+
+
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+               "favicon-32x32.png": "image/png"}
+
+
+class Problem(BaseModel):
+    """Every refused request: one line saying what is wrong."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "bad input: an unreadable picture, pixels of the wrong shape or range, "
+                                           "an unknown query value, a Host this service does not answer to"},
+    401: {"model": Problem, "description": "the service has a token and the request did not carry it"},
+    408: {"model": Problem, "description": "the body stopped arriving"},
+    413: {"model": Problem, "description": "the body is over the service's limit"},
+    422: {"model": Problem, "description": "a request the API cannot parse"},
+}
+
+
+def _body(batch: bool, explain: bool = False) -> dict[str, Any]:
+    """The OpenAPI description of a prediction request, which the handlers read themselves (one picture or JSON
+    pixels, with query options) so that every kind of bad input gets its own one-line answer."""
+    field = "files" if batch else "file"
+    picture = {"type": "string", "format": "binary", "description": "a PNG, JPEG, GIF, BMP, WebP or TIFF picture"}
+    pixels = {"description": ("a list of images: each 784 values or 28x28 rows" if batch else
+                              "one image: 784 values or 28x28 rows") + " of 0..255 numbers (or 0..1 floats)",
+              "type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}}
+    params = [
+        {"name": "invert", "in": "query", "required": False, "description": "negate the picture: auto (a light "
+         "background is negated), yes or no", "schema": {"type": "string", "enum": ["auto", "yes", "no"],
+                                                         "default": "auto"}},
+        {"name": "preprocess", "in": "query", "required": False, "description": "how a picture becomes 28x28",
+         "schema": {"type": "string", "enum": list(PREPROCESS), "default": "dataset"}},
+    ]
+    if explain:
+        from fmnist.explain import METHODS
+
+        params += [{"name": "method", "in": "query", "required": False,
+                    "schema": {"type": "string", "enum": list(METHODS), "default": "auto"}},
+                   {"name": "target", "in": "query", "required": False, "description": "a class name (default: "
+                    "the predicted class)", "schema": {"type": "string"}}]
+    return {"parameters": params, "requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": [field], "properties": {
+            field: {"type": "array", "items": picture} if batch else picture}}},
+        "application/json": {"schema": {"type": "object", "required": ["pixels"],
+                                        "properties": {"pixels": pixels}}}}}}
