@@ -23,8 +23,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                    reason="Debian's chromium is not installed (scripts/test.sh installs it)")
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                    reason="Debian's chromium is not installed (scripts/test.sh installs it)")
+
+
 def _phone_photo(path, image):
     """A 4000x3000 JPEG of 6-10 MB (sensor noise keeps JPEG from compressing it): the article dark on light grey."""
     import numpy as np
@@ -38,6 +40,24 @@ def _phone_photo(path, image):
     return path
 
 
+@needs_chromium
+def _serve(run, port, *extra):
+    server = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run), "--port", str(port), *extra],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+
+
 def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, capsys):
     from playwright.sync_api import sync_playwright
 
@@ -46,18 +66,10 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
     i = int((small_ds.test.labels == 1).nonzero()[0][0])  # trousers: the easiest class
     Image.fromarray(small_ds.test.images[i]).resize((84, 84)).save(img)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = _serve(run, port)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _browser(p)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
@@ -86,6 +98,51 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
             page.click("#clear")
             page.click("#send")
             assert page.text_content("#error") == "Draw an article first."
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@needs_chromium
+def test_class_names_are_shown_as_text_never_run_as_script(tmp_path, small_ds, trained_run):
+    """A model someone sent, whose class names are HTML: the page shows them as text, and no script runs; the
+    service started with a token is used through the address it prints."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from fmnist.inference import load_checkpoint, save_checkpoint
+    from fmnist.run import Run
+
+    run = tmp_path / "hostile"
+    shutil.copytree(trained_run.dir, run)
+    model, meta = load_checkpoint(run)
+    names = ['<img src=x onerror="window.pwned=1">', *meta["class_names"][1:-1], "<script>window.pwned=2</script>"]
+    save_checkpoint(model, run / "model.safetensors", Run.load(run).config, tuple(names),
+                    extra={k: meta[k] for k in ("ood", "calibration")})
+    img = tmp_path / "x.png"
+    Image.fromarray(small_ds.test.images[0]).resize((56, 56)).save(img)
+    port, token = _free_port(), "page-token-0123456789abcdef"
+    server = _serve(run, port, "--token", token)
+    try:
+        with sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/#token={token}")
+            page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
+            page.set_input_files("#file", str(img))
+            page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)",
+                                   timeout=15000)
+            assert page.text_content("#error") == ""
+            bars = page.locator("#bars .bar span").all_text_contents()
+            assert names[0] in bars and names[-1] in bars  # the names, character for character
+            assert page.locator("#bars img, #bars script").count() == 0
+            assert page.evaluate("window.pwned") is None
+            page.goto(f"http://127.0.0.1:{port}/")  # without the token the page says what is needed
+            page.set_input_files("#file", str(img))
+            page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=15000)
+            assert "Error 401" in page.text_content("#error")
             browser.close()
     finally:
         server.terminate()

@@ -1,5 +1,6 @@
 import contextlib
 import io
+import json
 import zlib
 
 import numpy as np
@@ -213,3 +214,136 @@ def test_an_over_limit_body_from_urllib_gets_the_413_json(run_dir):
             urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 413
     assert json.loads(e.value.read()) == {"detail": "request body over the limit of 1 MB"}
+
+
+def test_only_requests_addressed_to_the_service_are_answered(run_dir):
+    from fmnist.serve import create_app
+
+    app = create_app(run_dir)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/health").status_code == 200
+    for host in ("localhost:8000", "[::1]:8000", "LOCALHOST"):
+        with TestClient(app, base_url=f"http://{host}") as c:
+            assert c.get("/model").status_code == 200, host
+    # a page of another site reaching 127.0.0.1 through DNS rebinding sends its own name as the Host
+    with TestClient(app, base_url="http://attacker.example:8000") as c:
+        r = c.get("/model")
+        assert r.status_code == 400 and "Host 'attacker.example' is not a name this service answers to" in \
+            r.json()["detail"]
+        assert c.post("/predict", json={"pixels": [0] * 784}).status_code == 400
+    with TestClient(create_app(run_dir, allowed_hosts=("models.example",)), base_url="http://models.example") as c:
+        assert c.get("/model").status_code == 200
+
+
+def test_a_token_guards_predictions_but_not_the_page(run_dir):
+    from fmnist.errors import FmnistError
+    from fmnist.serve import create_app
+
+    with pytest.raises(FmnistError, match="at least 16 printable ASCII characters"):
+        create_app(run_dir, token="short")
+    token = "s3cret-token-0123456789"
+    with TestClient(create_app(run_dir, token=token), base_url="http://127.0.0.1") as c:
+        assert c.get("/").status_code == 200 and c.get("/health").status_code == 200
+        for path in ("/predict", "/predict/batch", "/explain"):
+            r = c.post(path, json={"pixels": [0] * 784})
+            assert r.status_code == 401 and "Authorization: Bearer TOKEN" in r.json()["detail"], path
+        assert c.get("/model").status_code == 401
+        assert c.get("/model", headers={"Authorization": "Bearer wrong-token-0123456789"}).status_code == 401
+        ok = {"Authorization": f"Bearer {token}"}
+        assert c.get("/model", headers=ok).status_code == 200
+        assert c.post("/predict", json={"pixels": [0] * 784}, headers=ok).status_code == 200
+
+
+def test_docs_work_offline_and_the_schema_declares_bodies_and_errors(client):
+    import re
+
+    page = client.get("/docs").text
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page) + re.findall(r'<link[^>]*href="([^"]+)"', page)
+    assert scripts and not [s for s in scripts if s.startswith(("http:", "https:", "//"))], scripts
+    for s in scripts:  # each asset is served from the package
+        r = client.get(f"/{s}")
+        assert r.status_code == 200 and len(r.content) > 500, s
+    assert client.get("/docs-assets/../../etc/passwd").status_code in (400, 404)
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/predict/batch", "/explain"):
+        op = spec["paths"][path]["post"]
+        content = op["requestBody"]["content"]
+        assert {"multipart/form-data", "application/json"} <= set(content), path
+        assert content["application/json"]["schema"]["required"] == ["pixels"]
+        assert {"400", "413", "422"} <= set(op["responses"]), path
+        assert {p["name"] for p in op["parameters"]} >= {"invert", "preprocess"}
+    assert "binary" in json.dumps(spec["paths"]["/predict/batch"]["post"]["requestBody"])
+
+
+def test_a_large_picture_is_prepared_off_the_event_loop(run_dir, tmp_path):
+    import threading
+    import time
+    import urllib.request
+
+    from fmnist.serve import create_app
+
+    big = np.full((5000, 8000), 255, np.uint8)  # 40 megapixels, a small article in the middle: a few KB as PNG
+    big[2000:3000, 3500:4500] = 30
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="PNG")
+    body = buf.getvalue()
+    assert len(body) < 1_000_000
+    with live_server(create_app(run_dir, max_body_bytes=2_000_000)) as port:
+        done = {}
+
+        def upload():
+            boundary = "xyz"
+            data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n"
+                    f"Content-Type: image/png\r\n\r\n").encode() + body + f"\r\n--{boundary}--\r\n".encode()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=data, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=120) as r:
+                done["status"], done["seconds"] = r.status, time.perf_counter() - t0
+
+        t = threading.Thread(target=upload)
+        t.start()
+        time.sleep(0.3)  # the picture is being decoded and prepared now
+        waits = []
+        while t.is_alive() and len(waits) < 20:
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                assert r.status == 200
+            waits.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+        t.join(timeout=120)
+    assert done.get("status") == 200
+    assert waits and max(waits) < 1.0, (waits, done)
+
+
+def test_a_client_that_leaves_mid_upload_leaves_no_traceback(run_dir):
+    import logging
+    import socket
+    import time
+    import urllib.request
+
+    from fmnist.serve import create_app
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.WARNING)
+    try:
+        with live_server(create_app(run_dir)) as port:
+            logging.getLogger("uvicorn.error").addHandler(handler)  # after uvicorn configured its logging
+            for ctype in (b"multipart/form-data; boundary=xyz", b"application/json"):
+                with socket.create_connection(("127.0.0.1", port)) as c:
+                    c.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + ctype
+                              + b"\r\nContent-Length: 100000\r\n\r\n--xyz\r\nContent-Disposition: form-data; "
+                              b'name="file"; filename="a.png"\r\n\r\n' + b"\x89PNG" * 100)
+                    time.sleep(0.3)
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                assert r.status == 200  # still serving
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(handler)
+    assert not [r for r in records if r.exc_info or "Exception" in r.getMessage()], \
+        [r.getMessage() for r in records]
