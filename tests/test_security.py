@@ -304,3 +304,14 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_files(tmp_path, capsys):
         assert not [f for f in os.listdir(mnt / "run") if f.endswith(".tmp") or ".tmp." in f]
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)  # lazy: a file a failed write left open
+
+
+def test_a_damaged_onnx_file_is_one_line(trained_run, tmp_path, small_ds, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.dir, run)
+    (run / "model.onnx").write_bytes(b"\x08\x07" + b"\xff" * 300)
+    np.save(tmp_path / "x.npy", small_ds.test.images[:1])
+    assert main(["predict", str(run), str(tmp_path / "x.npy"), "--backend", "onnx"]) == 2
+    _one_line_error(capsys, "model.onnx: not a readable ONNX model")

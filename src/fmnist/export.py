@@ -179,12 +179,26 @@ class OnnxModel:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-        props = self.session.get_modelmeta().custom_metadata_map
-        info = json.loads(props["fmnist"]) if props.get("fmnist") else {}
+        try:
+            self.session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+            props = self.session.get_modelmeta().custom_metadata_map
+            info = json.loads(props["fmnist"]) if props.get("fmnist") else {}
+        except RecursionError:
+            raise FmnistError(f"{p}: ONNX metadata nested too deeply (not exported by fmnist)") from None
+        except Exception as e:  # noqa: BLE001  (onnxruntime raises its own kinds for a damaged or foreign file)
+            raise FmnistError(f"{p}: not a readable ONNX model ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+        norm = info.get("normalize", {"mean": MEAN, "std": STD}) if isinstance(info, dict) else None
+        if not (isinstance(norm, dict) and all(isinstance(norm.get(k), int | float) and not isinstance(norm[k], bool)
+                                               for k in ("mean", "std")) and norm["std"] > 0):
+            raise FmnistError(f"{p}: ONNX metadata 'fmnist' is not what fmnist exports (normalize mean and std)")
         self.class_names = info.get("class_names")
-        norm = info.get("normalize", {"mean": MEAN, "std": STD})
         self.mean, self.std = norm["mean"], norm["std"]
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != ["input"] or "logits" not in [o.name for o in outputs]:
+            raise FmnistError(f"{p}: an ONNX model without fmnist's input 'input' and output 'logits'")
+        self.classes = next((o.shape[1] for o in outputs if o.name == "logits" and len(o.shape) == 2
+                             and isinstance(o.shape[1], int)), None)
         bits = props.get("weight_bits")
         # set when an int8 file made for a CPU with VNNI runs on one without: its answers lose accuracy
         self.warning = (f"{p}: 8-bit int8 weights on a CPU without VNNI lose accuracy here (2.3 points for the "

@@ -270,6 +270,9 @@ class Predictor:
             from fmnist.export import OnnxModel
 
             self.onnx = OnnxModel(self.run_dir)
+            if self.onnx.classes not in (None, len(self.class_names)):
+                raise DataError(f"{self.onnx.path}: answers {self.onnx.classes} classes, the checkpoint names "
+                                f"{len(self.class_names)}: export the run again")
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, backend: str = "torch", device: str = "cpu") -> Predictor:
