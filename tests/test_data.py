@@ -177,8 +177,9 @@ def test_class_name_labels_are_read_and_said(tmp_path, small_ds, capsys):
     err = capsys.readouterr().err
     assert "kept 29 of 30 rows" in err and "line 6: label is not a number ('Tshirt')" in err
     write_csv(f, ["Tshirt"] * 30, px)
-    with pytest.raises(DataError, match=r"train.csv: no usable train rows after cleaning; e.g. line 2: label is "
-                                        r"not a number \('Tshirt'\): neither 0..9 nor a class name"):
+    with pytest.raises(DataError, match=r"train.csv: no usable train rows: cleaning dropped all 30 \(30 with invalid "
+                                        r"values\); e.g. line 2: label is not a number \('Tshirt'\): neither 0..9 "
+                                        r"nor a class name"):
         load_dataset(f)
 
 

@@ -315,3 +315,14 @@ def test_a_damaged_onnx_file_is_one_line(trained_run, tmp_path, small_ds, capsys
     np.save(tmp_path / "x.npy", small_ds.test.images[:1])
     assert main(["predict", str(run), str(tmp_path / "x.npy"), "--backend", "onnx"]) == 2
     _one_line_error(capsys, "model.onnx: not a readable ONNX model")
+
+
+def test_file_names_with_escape_sequences_are_printed_inert(trained_run, tmp_path, small_ds, capsys):
+    from fmnist.errors import printable
+
+    assert printable("a\x1b[2Jb\rc") == "a\\x1b[2Jb\\rc" and printable("Ankle boot") == "Ankle boot"
+    f = tmp_path / "x\x1b[31mred.npy"
+    np.save(f, small_ds.test.images[:1])
+    assert main(["predict", str(trained_run.dir), str(f), str(tmp_path / "gone\x1b]0;title\x07.png")]) == 2
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "\\x1b[31mred.npy:" in out and "gone\\x1b]0;title\\x07.png" in err

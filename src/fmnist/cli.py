@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, printable
 
 if TYPE_CHECKING:
     from fmnist.config import TrainConfig
@@ -184,15 +184,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         try:
             x, names = load_inputs(f, invert=args.invert, notes=notes, preprocess=args.preprocess)
         except FmnistError as e:
-            print(f"fmnist: error: {e}", file=sys.stderr)
+            print(f"fmnist: error: {printable(e)}", file=sys.stderr)
             failed += 1
             continue
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(f"note: {printable(note)}", file=sys.stderr)
         for p in predictor.predictions(x, names):
             results.append(p)
             if not args.json:
-                print(f"{p.name}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3))
+                print(f"{printable(p.name)}: " + ", ".join(f"{c} {v:.1%}" for c, v in p.top(3))
                       + (f"  [{describe_set(p.set, predictor.calibration.level)}]" if p.set is not None else "")
                       + (f"  (warning: {p.warning})" if p.warning else ""))
     if args.json:
@@ -235,7 +235,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     paths = explain_files(predictor.model, x, names, predictor.class_names, probs, out, method=args.method,
                           sets=sets, level=predictor.calibration.level if predictor.calibration else None)
     for name, p, path in zip(names, probs, paths, strict=True):
-        print(f"{name}: {predictor.class_names[int(p.argmax())]} {p.max():.1%} -> {path}")
+        print(f"{printable(name)}: {predictor.class_names[int(p.argmax())]} {p.max():.1%} -> {printable(path)}")
     return 0
 
 
@@ -795,11 +795,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FmnistError as e:
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        print(f"fmnist: error: {printable(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a file the user named cannot be read or written (disk full, permissions, ...)
         where = f"{e.filename}: " if e.filename else ""
-        print(f"fmnist: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"fmnist: error: {printable(where)}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

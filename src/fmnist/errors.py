@@ -14,6 +14,18 @@ class Unavailable(FmnistError):
     installed): a study reports the step as skipped instead of failing, and a rerun tries it again."""
 
 
+def printable(text: object) -> str:
+    """`text` safe for a terminal: control characters (escape sequences, carriage returns, bells) shown as \\xNN
+    escapes instead of acting on the screen. For names and messages that come from files."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    import unicodedata
+
+    return "".join(c if c == "\n" or not unicodedata.category(c).startswith("C") else
+                   repr(c)[1:-1] for c in s)
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """One clear line naming the extra to install when an optional dependency is missing or fails to import."""
     import importlib
