@@ -347,3 +347,13 @@ def test_a_client_that_leaves_mid_upload_leaves_no_traceback(run_dir):
         logging.getLogger("uvicorn.error").removeHandler(handler)
     assert not [r for r in records if r.exc_info or "Exception" in r.getMessage()], \
         [r.getMessage() for r in records]
+
+
+def test_the_app_answers_on_every_event_loop_that_serves_it(run_dir):
+    from fmnist.serve import create_app
+
+    app = create_app(run_dir)
+    for _ in range(2):  # each `with` runs the app on a new event loop: the batcher and the bound follow it
+        with TestClient(app, base_url="http://127.0.0.1") as c:
+            assert c.post("/predict", files={"file": ("a.png", _png(np.zeros((40, 40), np.uint8)), "image/png")},
+                          timeout=30).status_code == 200

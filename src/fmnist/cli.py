@@ -405,8 +405,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         require_extra("export", "onnxruntime")
     if not 0 <= args.port <= 65535:
         raise FmnistError(f"--port must be in 0..65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        raise FmnistError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 < args.max_upload_mb < 1e6:
+        raise FmnistError(f"--max-upload-mb must be a positive number of megabytes (below 1,000,000), got "
+                          f"{args.max_upload_mb}")
     import uvicorn
 
     from fmnist.serve import LOOPBACK_HOSTS, create_app

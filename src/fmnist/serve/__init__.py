@@ -139,10 +139,11 @@ class _Batcher:
         self.predictor, self.max_batch, self.wait_s = predictor, max_batch, wait_s
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def logits(self, images: np.ndarray) -> np.ndarray:
-        if self.queue is None:
-            self.queue = asyncio.Queue()
+        if self.queue is None or self.loop is not asyncio.get_running_loop():  # first use, or the app serves anew
+            self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()
             self.task = asyncio.create_task(self._loop())
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((images, fut))
@@ -187,11 +188,15 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
     if token is not None and (len(token) < 16 or not token.isascii() or not token.isprintable()):
         raise FmnistError("the service's token must be at least 16 printable ASCII characters")
     predictor = Predictor(run_dir, backend=backend)
-    preparing = asyncio.Semaphore(max_preparing or os.cpu_count() or 1)
+    bound: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}  # one per event loop that serves the app
 
     async def off_loop(fn: Any, *args: Any) -> Any:
-        async with preparing:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        loop = asyncio.get_running_loop()
+        if loop not in bound:
+            bound.clear()
+            bound[loop] = asyncio.Semaphore(max_preparing or os.cpu_count() or 1)
+        async with bound[loop]:
+            return await loop.run_in_executor(None, fn, *args)
 
     if predictor.onnx is not None and predictor.onnx.warning:
         import logging
