@@ -56,7 +56,7 @@ def test_inference_never_imports_training_and_nothing_imports_the_cli():
     assert out == "[]", out
     src = Path(__file__).parent.parent / "src" / "fmnist"
     for f in src.rglob("*.py"):
-        if f.name == "__main__.py":
+        if f.name == "__main__.py" or f.parent.name == "cli":  # the CLI's own modules import each other
             continue
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom | ast.Import):

@@ -226,3 +226,49 @@ def format_time_to_seed_figure(r: dict) -> str:
     if r["speedup"] is not None:
         lines.append(f"  fmnist is {r['speedup']:.1f}x faster to the reference's best figure")
     return "\n".join(lines)
+
+
+BENCH_MODES = (None, "time_to_accuracy", "time_to_seed")
+
+
+def bench_options(mode: str | None, models: str | None = None, epochs: int | None = None,
+                  batch_size: int | None = None, seeds: int | None = None, timed_epochs: int | None = None,
+                  preset: str | None = None) -> dict[str, Any]:
+    """The settings of one bench mode (None: the plain bench; "time_to_accuracy"; "time_to_seed") with their
+    defaults. Each option belongs to one mode: one given to another would be ignored without a word, so it is
+    refused in one line."""
+    if mode not in BENCH_MODES:
+        raise FmnistError(f"bench mode {mode!r} unknown; choose time_to_accuracy, time_to_seed or none")
+    flag = {None: "the plain bench", "time_to_accuracy": "--time-to-accuracy", "time_to_seed": "--time-to-seed"}
+    belongs = {"--models": (models, (None,)), "--epochs": (epochs, (None,)), "--batch-size": (batch_size, (None,)),
+               "--seeds": (seeds, ("time_to_accuracy",)), "--timed-epochs": (timed_epochs, ("time_to_seed",)),
+               "--preset": (preset, ("time_to_accuracy", "time_to_seed"))}
+    for name, (value, modes) in belongs.items():
+        if value is not None and mode not in modes:
+            where = " or ".join(flag[m] if m else "the plain bench" for m in modes)
+            raise FmnistError(f"{name} applies only {'to' if modes == (None,) else 'with'} {where}, not "
+                              f"{'to' if mode is None else 'with'} {flag[mode]}")
+    if seeds is not None and seeds < 1:
+        raise FmnistError(f"--seeds must be at least 1, got {seeds}")
+    if mode == "time_to_seed":
+        return {"preset": preset or "fast", "timed_epochs": 2 if timed_epochs is None else timed_epochs}
+    if mode == "time_to_accuracy":
+        return {"preset": preset or "best", "seeds": 1 if seeds is None else seeds}
+    return {"models": (models or "lenet5,cnn_basic").split(","), "epochs": 1 if epochs is None else epochs,
+            "batch_size": 128 if batch_size is None else batch_size}
+
+
+def run_bench(ds: Dataset, mode: str | None = None, device: str = "auto", **options: Any) -> tuple[dict, str]:
+    """One bench mode (see `bench_options`) on `ds`: its result (with provenance) and the text to print."""
+    from fmnist.run import provenance
+
+    settings = bench_options(mode, **options)
+    if mode == "time_to_seed":
+        res = time_to_seed_figure(ds, device=device, **settings)
+        text = format_time_to_seed_figure(res)
+    elif mode == "time_to_accuracy":
+        res = time_to_accuracy(ds, device=device, **settings)
+        text = format_time_to_accuracy(res)
+    else:
+        res, text = bench(ds, device=device, **settings), ""
+    return {**res, "provenance": provenance()}, text

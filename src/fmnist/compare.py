@@ -69,6 +69,18 @@ def _num(d: dict, key: str, kind: type = float) -> Any:
     return v if isinstance(v, ok) and not isinstance(v, bool) else None
 
 
+SORT_KEYS = {"test": "test_accuracy", "val": "val_accuracy", "time": "train_seconds", "date": "date",
+             "model": "model"}
+
+
+def sort_runs(runs: list[RunSummary], by: str = "test") -> list[RunSummary]:
+    """Runs sorted by a column (test, val, time, date: highest first; model: by name); unknown values last."""
+    if by not in SORT_KEYS:
+        raise FmnistError(f"sort key '{by}' unknown; choose from {', '.join(SORT_KEYS)}")
+    key = SORT_KEYS[by]
+    return sorted(runs, key=lambda r: (getattr(r, key) is None, getattr(r, key) or 0), reverse=by != "model")
+
+
 def format_runs(runs: list[RunSummary]) -> str:
     """A table of runs."""
     def pct(v: float | None) -> str:
@@ -137,3 +149,22 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike |
         plots.compare_runs([r.history for r in runs], [Path(r.dir).name for r in runs],
                            [result["runs"][k]["per_class_recall"] for k in range(len(runs))], out / "compare.png")
     return result
+
+
+def format_compare(result: dict[str, Any], out_dir: str | os.PathLike | None = None) -> str:
+    """What `fmnist compare` prints of `compare_runs`'s result."""
+    from fmnist.errors import printable
+    from fmnist.metrics import beyond_noise
+
+    lines = [f"{printable(r['dir'])}: {r['model']}, test accuracy {r['test_accuracy']:.2%}" for r in result["runs"]]
+    if result["config_differences"]:
+        lines.append("settings that differ: " + "; ".join(f"{k} {v}" for k, v in result["config_differences"].items()))
+    for p in result["pairs"]:
+        lo, hi = p["ci95"]
+        verdict = "a difference beyond noise" if beyond_noise(p["p_value"]) else "no difference beyond noise"
+        lines.append(f"{printable(p['a'])} - {printable(p['b'])}: {100 * p['accuracy_difference']:+.2f} points "
+                     f"[{100 * lo:+.2f}, {100 * hi:+.2f}], McNemar p = {p['p_value']:.3g} ({p['only_a']} vs "
+                     f"{p['only_b']} images right in one only): {verdict}")
+    if out_dir is not None:
+        lines.append(f"wrote {printable(out_dir)}/compare.json and compare.png")
+    return "\n".join(lines)

@@ -18,10 +18,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from fmnist.choices import EXPLAIN_METHODS
 from fmnist.data import to_input
 from fmnist.errors import FmnistError
 
-METHODS = ("auto", "gradcam", "integrated_gradients")
+METHODS = EXPLAIN_METHODS
 MIN_CAM_SIDE = 7  # Grad-CAM on the last convolution whose output is at least 7x7 (a quarter of 28): finer maps
 
 
@@ -181,3 +182,40 @@ def explain_files(model: nn.Module, images: np.ndarray, names: Sequence[str], cl
         plots.explanation(img, h, p, class_names, path, title=str(name), prediction_set=in_set)
         paths.append(path)
     return paths
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One input explained by `explain_inputs`: its name, the predicted class and probability, the picture."""
+
+    name: str
+    label: str
+    probability: float
+    path: Path
+
+
+def explain_inputs(run_dir: str | os.PathLike, files: Sequence[str | os.PathLike],
+                   out_dir: str | os.PathLike | None = None, method: str = "auto", invert: str = "auto",
+                   preprocess: str = "dataset", notes: list[str] | None = None) -> list[Explained]:
+    """`fmnist explain` in one call: read every input first (pictures, .npy arrays, CSV rows, prepared as for
+    predict; a bad one is refused before anything is written), predict with the run's calibration, and write
+    OUT/NAME.explain.png for each (default OUT: RUN_DIR/explain). What reading changed is appended to `notes`."""
+    from fmnist.files import prepare_out_dir
+    from fmnist.predict import Predictor, load_inputs
+
+    if method not in METHODS:
+        raise FmnistError(f"saliency method '{method}' unknown; choose from {', '.join(METHODS)}")
+    predictor = Predictor(run_dir)
+    images, names = [], []
+    for f in files:
+        x, n = load_inputs(f, invert=invert, notes=notes, preprocess=preprocess)
+        images.append(x)
+        names += n
+    out = prepare_out_dir(out_dir or Path(run_dir) / "explain", existing="keep")
+    x = np.concatenate(images)
+    probs = predictor.predict_proba(x)
+    cal = predictor.calibration
+    paths = explain_files(predictor.model, x, names, predictor.class_names, probs, out, method=method,
+                          sets=cal.sets(probs) if cal else None, level=cal.level if cal else None)
+    return [Explained(n, predictor.class_names[int(p.argmax())], float(p.max()), path)
+            for n, p, path in zip(names, probs, paths, strict=True)]

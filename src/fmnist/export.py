@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -260,3 +261,50 @@ def _timed(session: object, x: np.ndarray) -> float:
     t = time.perf_counter()
     session.run(["logits"], {"input": x})
     return time.perf_counter() - t
+
+
+INT8_BUDGET_POINTS = 0.3  # the test-accuracy loss int8 may cost and still be called a success
+
+
+def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1024,
+                weight_bits: str | int = "auto") -> dict:
+    """`fmnist export --quantize int8` in one call: write RUN_DIR/model.int8.onnx from the run's model.onnx
+    (activation ranges from the first `calibration_images` training images of `ds`), compare it with fp32 on the
+    test split (the training split when there is none) and write RUN_DIR/int8.json. Returns what int8.json holds,
+    with `path`, `weight_bits`, `why` (the reason for the bits) and `within_budget`."""
+    from fmnist.config import tta_views_of
+    from fmnist.files import write_json
+    from fmnist.inference import load_checkpoint
+
+    if weight_bits not in ("auto", 7, 8, "7", "8"):
+        raise FmnistError(f"weight bits must be auto, 7 or 8, got {weight_bits!r}")
+    if calibration_images < 1:
+        raise FmnistError(f"--calibration-images must be at least 1, got {calibration_images}")
+    bits = int8_weight_bits(None if weight_bits == "auto" else int(weight_bits))
+    q = quantize_int8(run_dir, ds.train.images[:calibration_images], weight_bits=bits)
+    split = ds.test if ds.test is not None else ds.train
+    tta = tta_views_of(load_checkpoint(run_dir)[1].get("config", {}))
+    r = compare_int8(run_dir, split.images, split.labels, tta=tta)
+    why = "" if weight_bits != "auto" else \
+        "this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else "this CPU has VNNI"
+    r.update(weight_bits=bits, why=why, calibration_images=min(calibration_images, len(ds.train)),
+             split="test" if ds.test is not None else "training",
+             within_budget=r["accuracy_drop_points"] <= INT8_BUDGET_POINTS)
+    write_json(q.parent / "int8.json", r)
+    return {**r, "path": q}
+
+
+def format_int8(r: dict) -> str:
+    """What `fmnist export --quantize int8` prints of `export_int8`'s result."""
+    q, f, i = r["path"], r["fp32"], r["int8"]
+    lines = [f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB): activation ranges from {r['calibration_images']:,} "
+             f"training images, {r['weight_bits']}-bit weights{', as ' + r['why'] if r['why'] else ''}; "
+             "`--backend onnx` now uses it",
+             f"{'':<6}{'accuracy':>10}{'batch-1 latency':>17}{'batch-1024':>16}{'size':>9}"]
+    for name, v in (("fp32", f), ("int8", i)):
+        lines.append(f"{name:<6}{v['accuracy']:>10.2%}{v['latency_ms_batch1']:>14.3f} ms"
+                     f"{v['images_per_second']:>10,.0f} img/s{v['megabytes']:>6.1f} MB")
+    lines.append(f"int8 on {r['n']:,} {r['split']} images: accuracy {-r['accuracy_drop_points']:+.2f} points "
+                 f"({'within' if r['within_budget'] else 'OVER'} the {INT8_BUDGET_POINTS}-point budget), batch-1 "
+                 f"latency x{r['latency_speedup']:.2f}, throughput x{r['throughput_speedup']:.2f} (wrote int8.json)")
+    return "\n".join(lines)

@@ -121,6 +121,14 @@ class PairedComparison:
     n: int
 
 
+SIGNIFICANCE = 0.05  # a paired difference is called beyond noise when McNemar's p is below this
+
+
+def beyond_noise(p_value: float, alpha: float = SIGNIFICANCE) -> bool:
+    """Whether a paired comparison's McNemar p-value says the difference is beyond noise."""
+    return p_value < alpha
+
+
 def paired_comparison(correct_a: np.ndarray, correct_b: np.ndarray) -> PairedComparison:
     """Compare two models' per-image correctness on the same test images.
 

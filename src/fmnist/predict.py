@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fmnist.choices import PREPROCESS
 from fmnist.data.readers import pixel_scale
 from fmnist.errors import DataError
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
 
 
-PREPROCESS = ("dataset", "fit", "none")
 
 
 def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: str = "image",

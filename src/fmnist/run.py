@@ -255,7 +255,8 @@ def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *
                           f"{type(model).__name__}")
     check_data(data, "train")
     config = TrainConfig.for_model(model, preset=preset, **settings)
-    return train_run(config, data, out_dir, progress=progress, log=log, existing=existing)
+    out = out_dir if out_dir is not None else default_run_dir(preset or model)  # as `fmnist train NAME` names it
+    return train_run(config, data, out, progress=progress, log=log, existing=existing)
 
 
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
@@ -411,8 +412,7 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
     """
     from fmnist import trust
 
-    if not 0 < level < 1:
-        raise FmnistError(f"--level must be between 0 and 1 (e.g. 0.9), got {level}")
+    trust.check_level(level)
     d = Path(run_dir)
     model, meta = load_checkpoint(d)
     config = TrainConfig.from_dict(meta["config"])
@@ -455,3 +455,16 @@ def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.Path
     write_json(out / "metrics.json", {"model": meta["model"], "data": ds.source, **ev.to_dict(),
                                       "provenance": provenance()})
     return ev
+
+
+def format_evaluation(m: Evaluation) -> str:
+    """An evaluation as `fmnist evaluate` prints it: accuracy, loss, macro F1, per-class scores, the most confused
+    pairs and the calibration line."""
+    lines = [f"({m.split}, {m.n:,} images): accuracy {m.accuracy:.4f}, loss {m.loss:.4f}, macro F1 {m.macro_f1:.4f}",
+             f"{'class':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}"]
+    for name, v in m.per_class.items():
+        lines.append(f"{name:<14}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>9}")
+    lines.append("most confused: " + "; ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
+                                               for p in m.most_confused))
+    lines.append(describe_trust(m))
+    return "\n".join(lines)

@@ -511,3 +511,14 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
 
     write_report(result, out)
     return result
+
+
+def format_study(result: StudyResult, out: str | os.PathLike) -> str:
+    """What `fmnist study` prints: one line per row (test accuracy, interval, reference figure, verdict)."""
+    lines = [f"{'technique':<34}{'model':<24}{'test acc':>9}{'95% interval':>17}{'reference':>11}  verdict"]
+    for r in result.rows:
+        ref = f"{r.seed_figure:.2%}" if r.seed_figure is not None else "—"
+        ci = f"{r.ci95[0]:.2%}-{r.ci95[1]:.2%}"
+        lines.append(f"{r.technique[:33]:<34}{r.model:<24}{r.test_accuracy:>9.2%}{ci:>17}{ref:>11}  {r.verdict}")
+    lines.append(f"study finished in {result.seconds / 60:.1f} min: {out}/report.html, {out}/results.json")
+    return "\n".join(lines)

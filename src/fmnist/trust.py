@@ -23,6 +23,12 @@ ECE_BINS = 15
 DEFAULT_LEVEL = 0.9  # prediction sets hold the true class with this probability
 
 
+def check_level(level: float) -> None:
+    """One line unless `level` (the probability that a prediction set holds the true class) is in (0, 1)."""
+    if not (isinstance(level, int | float) and 0 < level < 1):
+        raise FmnistError(f"the prediction-set level (--level) must be between 0 and 1 (e.g. 0.9), got {level}")
+
+
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Top-class confidence against accuracy in `bins` equal-width bins of confidence: per bin the number of
     predictions, their mean confidence and their accuracy (NaN in empty bins)."""
@@ -74,8 +80,7 @@ def conformal_threshold(probs: np.ndarray, labels: np.ndarray, level: float = DE
     A set may be empty: when a model is right more often than `level`, the images it is least sure of get no class
     at that level. Forcing the top class into every set would keep coverage at the model's accuracy instead of
     the level asked for; an empty set is reported as such ("no class is likely enough at 90%")."""
-    if not 0 < level < 1:
-        raise FmnistError(f"the prediction-set level must be between 0 and 1, got {level}")
+    check_level(level)
     n = len(labels)
     if n == 0:
         raise FmnistError("conformal calibration needs held-out images")

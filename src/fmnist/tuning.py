@@ -367,3 +367,13 @@ def _plots(study: Any, space: dict, out: Path, metric: str) -> None:
         ax.barh(list(imp)[::-1], list(imp.values())[::-1], color="tab:purple")
         ax.set(xlabel="importance (fANOVA)", title="Parameter importances")
         save_figure(fig, out / "param_importances.png")
+
+
+def format_tune(r: TuneResult, out: str | os.PathLike) -> str:
+    """What `fmnist tune` prints: the best value and settings, the trials, the retrained model's test accuracy."""
+    lines = [f"best {r.metric} {r.best_value:.4f} with {r.best_params} ({r.n_complete} complete, {r.n_pruned} "
+             f"pruned of {r.target_trials}; this worker ran {r.ran_here})"]
+    if r.best_run is not None and r.best_run.test_accuracy is not None:
+        lines.append(f"best configuration retrained: test accuracy {r.best_run.test_accuracy:.4f}")
+    lines.append(f"wrote {out}/tune.json, trials.csv and plots")
+    return "\n".join(lines)

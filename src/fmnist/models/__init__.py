@@ -147,5 +147,19 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def format_models() -> str:
+    """The table `fmnist models` prints: name, family, parameters (of the ImageNet models: without loading their
+    weights) and description."""
+    names = list_models()
+    if not names:
+        return "no models registered"
+    lines = [f"{'name':<24}{'family':<12}{'params':>12}  description"]
+    for name in names:
+        info = model_info(name)
+        n = count_parameters(create_model(name, **({"weights": "none"} if info.pretrained else {})))
+        lines.append(f"{name:<24}{info.family:<12}{n:>12,}  {info.description}")
+    return "\n".join(lines)
+
+
 __all__ = ["NON_DECREASING", "ModelInfo", "activation", "count_parameters", "create_model", "list_models", "model_info",
-           "register_model"]
+           "format_models", "register_model"]

@@ -444,3 +444,72 @@ def _body(batch: bool, explain: bool = False) -> dict[str, Any]:
             field: {"type": "array", "items": picture} if batch else picture}}},
         "application/json": {"schema": {"type": "object", "required": ["pixels"],
                                         "properties": {"pixels": pixels}}}}}}
+
+
+def host_names(host: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The Host header names a service bound to `host` answers to: the bound address, the loopback names, the
+    `extra` ones ("*": any) and, bound to every interface, this machine's own names and addresses."""
+    import socket
+
+    hosts = {*LOOPBACK_HOSTS, host, *extra}
+    if host in ("0.0.0.0", "::", ""):
+        names = {socket.gethostname(), socket.getfqdn()}
+        for n in list(names):
+            try:
+                hosts |= {a[4][0] for a in socket.getaddrinfo(n, None)}
+            except OSError:
+                pass
+        hosts |= names
+    return tuple(sorted(hosts))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, backend: str = "torch",
+          max_upload_mb: float = 5.0, allow_hosts: tuple[str, ...] = (), token: str | None = None,
+          log: Any = print) -> None:
+    """`fmnist serve` in one call: check the settings, build the app, bind the socket (a bad host or a port in use
+    is one line, before uvicorn starts), say the address to open, serve until Ctrl-C. token "auto": a random one;
+    a service bound beyond loopback without a token gets a warning."""
+    import socket
+    import sys
+
+    import uvicorn
+
+    if not 0 <= port <= 65535:
+        raise FmnistError(f"--port must be in 0..65535, got {port}")
+    if not 0 < max_upload_mb < 1e6:
+        raise FmnistError(f"--max-upload-mb must be a positive number of megabytes (below 1,000,000), got "
+                          f"{max_upload_mb}")
+    if token == "auto":
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+    app = create_app(run_dir, backend=backend, max_body_bytes=int(max_upload_mb * 1e6),
+                     allowed_hosts=host_names(host, allow_hosts), token=token)
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as e:
+        raise FmnistError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else "127.0.0.1" if host in ("0.0.0.0", "") else host
+    log(f"serving {run_dir} at http://{shown}:{bound}/" + (f"#token={token}" if token else "")
+        + "  (the page; the API at /docs; Ctrl-C stops)")
+    if not is_loopback(host) and token is None:
+        print(f"warning: listening on {host} without a token: anyone who can reach this port can use the model "
+              "(--token auto makes one)", file=sys.stderr)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    server.run(sockets=[sock])
