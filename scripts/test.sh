@@ -11,7 +11,7 @@ fi
 bash scripts/setup.sh dev
 .venv/bin/ruff check src tests benchmarks
 set +e
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "" "$@"  # every tier: slow, browser and postgres too
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "test.sh: pytest collected no tests: failing" >&2; exit 1; fi

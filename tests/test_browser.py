@@ -23,8 +23,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-                                    reason="Debian's chromium is not installed (scripts/test.sh installs it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
+                                 reason="Debian's chromium is not installed (scripts/test.sh installs it)")]
 
 
 def _phone_photo(path, image):
@@ -40,7 +41,6 @@ def _phone_photo(path, image):
     return path
 
 
-@needs_chromium
 def _serve(run, port, *extra):
     server = subprocess.Popen([sys.executable, "-m", "fmnist", "serve", str(run), "--port", str(port), *extra],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -58,6 +58,16 @@ def _browser(p):
                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
 
 
+def _upload(browser, url, img):
+    """The page at url, once it has answered for the picture img."""
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
+    page.set_input_files("#file", str(img))
+    page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)", timeout=15000)
+    return page
+
+
 def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, capsys):
     from playwright.sync_api import sync_playwright
 
@@ -70,12 +80,7 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
     try:
         with sync_playwright() as p:
             browser = _browser(p)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
-            page.set_input_files("#file", str(img))
-            page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)",
-                                   timeout=15000)
+            page = _upload(browser, f"http://127.0.0.1:{port}/", img)
             assert page.text_content("#label") == "Trouser"
             assert page.locator("#bars .bar").count() == 10
             assert page.text_content("#set").startswith("90% prediction set: ")
@@ -104,7 +109,6 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
         server.wait(timeout=10)
 
 
-@needs_chromium
 def test_class_names_are_shown_as_text_never_run_as_script(tmp_path, small_ds, trained_run):
     """A model someone sent, whose class names are HTML: the page shows them as text, and no script runs; the
     service started with a token is used through the address it prints."""
@@ -128,12 +132,7 @@ def test_class_names_are_shown_as_text_never_run_as_script(tmp_path, small_ds, t
     try:
         with sync_playwright() as p:
             browser = _browser(p)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/#token={token}")
-            page.wait_for_function("document.getElementById('model').textContent.includes('cnn_basic')")
-            page.set_input_files("#file", str(img))
-            page.wait_for_function("!['–', '…'].includes(document.getElementById('label').textContent)",
-                                   timeout=15000)
+            page = _upload(browser, f"http://127.0.0.1:{port}/#token={token}", img)
             assert page.text_content("#error") == ""
             bars = page.locator("#bars .bar span").all_text_contents()
             assert names[0] in bars and names[-1] in bars  # the names, character for character

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 
 from fmnist.cli import main
 
@@ -14,6 +15,7 @@ def _cv_args(out, *extra):
             "--out", str(out), "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_cv_sigint_stops_after_the_current_fold_and_a_rerun_finishes(tmp_path, capsys):
     out = tmp_path / "cv"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

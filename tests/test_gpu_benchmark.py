@@ -20,6 +20,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_calibrates_epochs_trains_seeds_side_by_side_and_scores_their_ensemble(tmp_path):
     summary = tmp_path / "summary.json"
     r = _run("--out", str(tmp_path / "runs"), "--device", "cpu", "--limit", "600", "--test-limit", "200",

@@ -44,6 +44,7 @@ def test_saving_a_checkpoint_leaves_the_model_where_it_was(tmp_path):
         torch.testing.assert_close(loaded(x), m(x))
 
 
+@pytest.mark.slow
 def test_inference_never_imports_training_and_nothing_imports_the_cli():
     import ast
     import subprocess

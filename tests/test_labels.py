@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from fmnist.cli import main
 from fmnist.config import TrainConfig
@@ -10,6 +11,7 @@ from fmnist.data import Split, load_dataset
 from fmnist.labels import find_label_issues
 
 
+@pytest.mark.slow
 def test_label_finder_flags_corrupted_labels(tmp_path):
     ds = load_dataset(limit=1500, test_limit=400)
     rng = np.random.default_rng(0)

@@ -72,6 +72,7 @@ def test_alternating_flips_mirror_the_images_they_are_told_to():
         TrainConfig(augment="flip,altflip")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
     import os
     import signal

@@ -116,3 +116,26 @@ def test_train_returns_a_typed_run_that_loads_back(trained_run, small_ds):
     assert type(fig).__name__ == "Figure" and not list(run.dir.glob("*.tmp*"))
     with pytest.raises(KeyError, match="the metrics: model"):
         run.metrics["accuracy"]
+
+
+def test_the_run_directory_files_are_named_in_one_module():
+    import ast
+    from pathlib import Path
+
+    from fmnist import rundir
+
+    names = {rundir.CONFIG, rundir.MODEL, rundir.METRICS, rundir.HISTORY, rundir.TRAIN_STATE,
+             rundir.TEST_PREDICTIONS, rundir.STEP_RESULT, rundir.MARKER, *rundir.PICTURES, *rundir.EXPORTS}
+    src = Path(rundir.__file__).parent
+    found = [(str(f.relative_to(src)), node.value) for f in src.rglob("*.py") if f.name != "rundir.py"
+             for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, ast.Constant) and node.value in names]
+    assert not found, found
+
+
+def test_provenance_says_whether_the_code_had_uncommitted_changes():
+    from fmnist.run import provenance
+
+    p = provenance()
+    assert p["uncommitted_changes"] in (True, False, None) and "git_revision" in p
+    if p["git_revision"] is None:
+        assert p["uncommitted_changes"] is None

@@ -6,6 +6,7 @@ import pytest
 from fmnist.cli import main
 
 
+@pytest.mark.slow
 def test_tiny_study_writes_strict_rows_and_a_report_without_nan(tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["study", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0

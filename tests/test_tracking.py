@@ -56,6 +56,7 @@ def test_tuning_trials_and_cv_folds_are_nested_runs(tmp_path, monkeypatch):
     assert "best_val_acc" in tune.data.metrics and by_name["fold 1"].data.metrics["test_accuracy"] >= 0
 
 
+@pytest.mark.slow
 def test_tiny_study_logs_its_steps_under_one_run(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="fmnist[mlflow] is part of the dev extra scripts/test.sh installs")
     monkeypatch.chdir(tmp_path)

@@ -18,6 +18,7 @@ import numpy as np
 
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
+from fmnist.rundir import METRICS, RunDir
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,13 @@ def find_runs(roots: list[str | os.PathLike]) -> list[RunSummary]:
         r = Path(root)
         if not r.exists():
             raise FmnistError(f"{r}: no such directory")
-        for m in sorted(r.rglob("metrics.json")) if r.is_dir() else []:
+        for m in sorted(r.rglob(METRICS)) if r.is_dir() else []:
             d = m.parent
-            if not (d / "model.safetensors").is_file():
+            if not RunDir(d).model.is_file():
                 continue  # an evaluation's metrics.json, not a run
             try:
                 mj = json.loads(m.read_text())
-                cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+                cfg = json.loads(RunDir(d).config.read_text()) if RunDir(d).config.is_file() else {}
             except (OSError, json.JSONDecodeError, RecursionError):
                 continue
             if not isinstance(mj, dict) or not isinstance(cfg, dict):
@@ -120,12 +121,12 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike |
         if r.metrics.test is None or r.metrics.test.predictions is None:
             raise FmnistError(f"{r.dir}: no test_predictions.npz (a run without a test split, or saved by an older "
                               "fmnist): retrain it to compare")
-        sets.append(json.loads((r.dir / "metrics.json").read_text()).get("test_set"))
+        sets.append(json.loads(RunDir(r.dir).metrics.read_text()).get("test_set"))
     if len(set(sets)) != 1 or sets[0] is None:
         raise FmnistError("the runs were tested on different test sets (" + ", ".join(
             f"{r.dir}: {s or 'unknown'}" for r, s in zip(runs, sets, strict=True)) + "); a paired comparison needs "
             "the same images")
-    with np.load(Path(runs[0].dir) / "test_predictions.npz", allow_pickle=False) as z:
+    with np.load(RunDir(runs[0].dir).test_predictions, allow_pickle=False) as z:
         labels = z["labels"]
     correct = [r.metrics.test.predictions == labels for r in runs]
     pairs = []

@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = _opt(0, "random seed of the split, initialization, batches and augmentation")
     device: str = _opt("auto", "auto (cuda when available), cpu, cuda or cuda:N")
     precision: str = _opt("auto", "auto: bf16 where the hardware has it", PRECISIONS)
-    channels_last: bool = _opt(True, "NHWC activations: 2-3x faster convolutions and pooling on CPU (oneDNN)")
+    channels_last: bool = _opt(True, "NHWC activations: faster convolutions and pooling on CPU (oneDNN)")
 
     @classmethod
     def for_model(cls, model: str, preset: str | None = None, recipe: bool = True,

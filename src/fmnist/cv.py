@@ -15,6 +15,7 @@ from fmnist.data import Dataset, kfold_splits
 from fmnist.errors import FmnistError
 from fmnist.files import prepare_out_dir, write_json
 from fmnist.loop import fit
+from fmnist.rundir import CONFIG
 from fmnist.tracking import track
 from fmnist.workers import (
     HEARTBEAT_SECONDS,
@@ -139,7 +140,7 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
 
     resolve_device(config.device)
     out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
-    write_json(out / "config.json", {**config.to_dict(), "folds": folds, "repeats": repeats,
+    write_json(out / CONFIG, {**config.to_dict(), "folds": folds, "repeats": repeats,
                                      "provenance": provenance()})
     url = storage_url(storage, out / "cv.db")
     signature = {"kind": "cv", "config": config.to_dict() | {"device": None}, "folds": folds, "repeats": repeats,

@@ -15,6 +15,7 @@ from fmnist.data import MEAN, STD
 from fmnist.errors import FmnistError, require_extra
 from fmnist.files import atomic_path, prepare_out_dir
 from fmnist.inference import tta_arrays
+from fmnist.rundir import INT8_ONNX, INT8_REPORT, ONNX, TORCHSCRIPT
 
 
 def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None) -> Path:
@@ -23,7 +24,7 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
 
     if fmt not in ("onnx", "torchscript"):
         raise FmnistError(f"format '{fmt}' unknown; choose onnx or torchscript")
-    name = "model.onnx" if fmt == "onnx" else "model.pt"
+    name = ONNX if fmt == "onnx" else TORCHSCRIPT
     path = Path(out) if out else Path(run_dir) / name
     if path.is_dir():  # --out DIR: the file goes inside it
         path = path / name
@@ -53,7 +54,7 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
     return path
 
 
-INT8_NAME = "model.int8.onnx"
+INT8_NAME = INT8_ONNX  # the name earlier code imported from here
 
 
 def int8_saturates() -> bool:
@@ -99,7 +100,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
         quantize_static,
     )
 
-    src = Path(fp32_path) if fp32_path else Path(run_dir) / "model.onnx"
+    src = Path(fp32_path) if fp32_path else Path(run_dir) / ONNX
     if not src.is_file():
         raise FmnistError(f"{src}: no fp32 ONNX model to quantize (export it first)")
     path = Path(out) if out else src.parent / INT8_NAME
@@ -173,7 +174,7 @@ class OnnxModel:
 
         p = Path(path)
         if p.is_dir():
-            p = p / INT8_NAME if (p / INT8_NAME).is_file() else p / "model.onnx"
+            p = p / INT8_NAME if (p / INT8_NAME).is_file() else p / ONNX
         self.path = p
         if not p.is_file():
             raise FmnistError(f"{p}: no ONNX model (run `fmnist export RUN_DIR` first)")
@@ -219,7 +220,7 @@ def agreement(run_dir: str | os.PathLike, images: np.ndarray) -> dict:
 
     model, _ = load_checkpoint(run_dir)
     a = numpy_logits(model, images)
-    b = OnnxModel(Path(run_dir) / "model.onnx").logits(images)
+    b = OnnxModel(Path(run_dir) / ONNX).logits(images)
     return {"n": len(images), "same_prediction": float((a.argmax(1) == b.argmax(1)).mean()),
             "max_abs_logit_diff": float(np.abs(a - b).max())}
 
@@ -231,7 +232,7 @@ def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndar
     import time
 
     out: dict = {"n": int(len(images))}
-    for name, path in (("fp32", Path(run_dir) / "model.onnx"), ("int8", Path(run_dir) / INT8_NAME)):
+    for name, path in (("fp32", Path(run_dir) / ONNX), ("int8", Path(run_dir) / INT8_NAME)):
         m = OnnxModel(path)
         views = tta_arrays(images, tta)
         logits = sum(m.logits(v) for v in views) / len(views)
@@ -290,7 +291,7 @@ def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1
     r.update(weight_bits=bits, why=why, calibration_images=min(calibration_images, len(ds.train)),
              split="test" if ds.test is not None else "training",
              within_budget=r["accuracy_drop_points"] <= INT8_BUDGET_POINTS)
-    write_json(q.parent / "int8.json", r)
+    write_json(q.parent / INT8_REPORT, r)
     return {**r, "path": q}
 
 

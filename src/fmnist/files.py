@@ -89,27 +89,11 @@ def _strict(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-# A run directory is marked by RUN_MARKER, written by `prepare_out_dir(..., mark_run=True)` before any of its
-# files: only a marked directory is ever cleared (--overwrite), and then only the names below, which fmnist writes
-# into a run; anything else the user keeps there stays. Another program's config.json proves nothing.
-RUN_MARKER = ".fmnist-run"
-RUN_FILES = ("config.json", "model.safetensors", "metrics.json", "history.csv", "train_state.pt")
-RUN_OWN_FILES = frozenset({
-    RUN_MARKER, *RUN_FILES, "test_predictions.npz", "learning_curves.png", "augmentation.png",
-    "confusion_matrix.png", "misclassified.png", "reliability.png", "embedding.png", "model.onnx",
-    "model.int8.onnx", "int8.json", "model.pt", "result.json"})
-RUN_OWN_DIRS = frozenset({"evaluation", "explain"})
-
-
 def is_marked_run(path: str | os.PathLike) -> bool:
-    """Whether fmnist marked `path` as one of its run directories."""
-    return (Path(path) / RUN_MARKER).is_file()
+    """Whether fmnist marked `path` as one of its run directories (see fmnist.rundir)."""
+    from fmnist.rundir import RunDir
 
-
-def _own_file(name: str) -> bool:
-    # an atomic write's leftover: .NAME.<random>.tmp<suffix>
-    return name in RUN_OWN_FILES or (name.startswith(".") and ".tmp" in name
-                                     and any(name[1:].startswith(f + ".") for f in RUN_OWN_FILES))
+    return RunDir(path).is_marked()
 
 
 def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str = "--out",
@@ -121,6 +105,7 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
     other directory is refused), "keep" (resume or add to it). mark_run: mark the directory as a run's.
     """
     from fmnist.errors import FmnistError
+    from fmnist.rundir import MARKER, OWN_DIRS, RUN_FILES, RunDir
 
     if not str(path).strip():
         raise FmnistError(f"{what}: an empty path; give a directory (or leave the option out for the default)")
@@ -140,14 +125,14 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
                               + ", or another --out")
         if not marked:
             looks = any((p / f).exists() for f in RUN_FILES)
-            raise FmnistError(f"{what} {p}: not a directory fmnist marked as its run (no {RUN_MARKER}"
+            raise FmnistError(f"{what} {p}: not a directory fmnist marked as its run (no {MARKER}"
                               + ("; a run saved by an older fmnist, or another program's files" if looks else "")
                               + "); refusing to delete anything in it: remove it yourself or give another --out")
         for child in p.iterdir():
             if child.is_dir() and not child.is_symlink():
-                if child.name in RUN_OWN_DIRS:
+                if child.name in OWN_DIRS:
                     shutil.rmtree(child)
-            elif _own_file(child.name):
+            elif RunDir.is_own(child.name):
                 child.unlink()
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -155,7 +140,7 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
         os.close(fd)
         os.unlink(probe)
         if mark_run and not is_marked_run(p):
-            (p / RUN_MARKER).write_text("a fmnist run directory: `--overwrite` may clear fmnist's own files here\n")
+            RunDir(p).marker.write_text("a fmnist run directory: `--overwrite` may clear fmnist's own files here\n")
     except OSError as e:
         raise FmnistError(f"{what} {p}: cannot write there ({e.strerror or e})") from None
     return p

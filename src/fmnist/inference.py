@@ -19,6 +19,7 @@ from fmnist.config import TrainConfig, check_device
 from fmnist.data import BLACK, MEAN, STD, to_input
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, dumps
+from fmnist.rundir import RunDir
 
 CHECKPOINT_FORMAT = 1
 
@@ -35,7 +36,7 @@ def resolve_device(name: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether the device runs bf16 natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX). Elsewhere
-    bf16 is emulated: 10-15x slower than fp32 for the preset nets on an AVX2-only CPU."""
+    bf16 is emulated, many times slower than fp32 (the documentation's speed page has the measured figures)."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
@@ -130,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Mo
 
     p = Path(path)
     if p.is_dir():
-        p = p / "model.safetensors"
+        p = RunDir(p).model
     if not p.is_file():
         raise FmnistError(f"{p}: no model checkpoint here (a run directory holds model.safetensors)")
     try:

@@ -20,6 +20,7 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset, Split
 from fmnist.errors import FmnistError
 from fmnist.files import atomic_path, prepare_out_dir, write_json
+from fmnist.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,8 @@ def _finished(run_dir: Path, config: TrainConfig, rows: int) -> Any:
     from fmnist.run import Run
 
     try:
-        data = json.loads((run_dir / "config.json").read_text())["data"]
-        if (run_dir / "metrics.json").is_file() and data["train_rows"] + data["val_rows"] == rows:
+        data = json.loads(RunDir(run_dir).config.read_text())["data"]
+        if RunDir(run_dir).metrics.is_file() and data["train_rows"] + data["val_rows"] == rows:
             run = Run.load(run_dir)
             return run if run.config == config and not run.metrics.interrupted else None
     except (OSError, ValueError, KeyError, FmnistError):

@@ -24,6 +24,16 @@ from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
 from fmnist.metrics import Evaluation, classification_metrics, softmax
+from fmnist.rundir import (
+    AUGMENTATION,
+    CONFUSION,
+    EMBEDDING,
+    LEARNING_CURVES,
+    METRICS,
+    MISCLASSIFIED,
+    RELIABILITY,
+    RunDir,
+)
 from fmnist.trust import Calibration
 
 MIN_CALIBRATION = 20  # held-out images needed to fit a temperature and a prediction-set threshold
@@ -104,22 +114,23 @@ class Run:
     def load(cls, run_dir: str | os.PathLike) -> Run:
         """A run from its directory (model, config, history and metrics)."""
         d = Path(run_dir)
+        rd = RunDir(d)
         model, meta = load_checkpoint(d)
         names = tuple(meta["class_names"])
         try:
-            metrics = json.loads((d / "metrics.json").read_text())
+            metrics = json.loads(rd.metrics.read_text())
         except (OSError, json.JSONDecodeError, RecursionError) as e:
-            raise FmnistError(f"{d / 'metrics.json'}: not readable ({e})") from None
+            raise FmnistError(f"{rd.metrics}: not readable ({e})") from None
         try:
             m = RunMetrics.from_dict(metrics, names)
         except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise FmnistError(f"{d / 'metrics.json'}: not the metrics of a fmnist run ({type(e).__name__}: "
+            raise FmnistError(f"{rd.metrics}: not the metrics of a fmnist run ({type(e).__name__}: "
                               f"{str(e)[:80]})") from None
-        history = History.from_csv(d / "history.csv")
-        if m.test is not None and (d / "test_predictions.npz").is_file():
+        history = History.from_csv(rd.history)
+        if m.test is not None and rd.test_predictions.is_file():
             import dataclasses
 
-            with np.load(d / "test_predictions.npz", allow_pickle=False) as z:
+            with np.load(rd.test_predictions, allow_pickle=False) as z:
                 m = dataclasses.replace(m, test=dataclasses.replace(m.test, predictions=z["predicted"]))
         history.best_epoch, history.restored_best = m.best_epoch, m.restored_best
         history.stopped_early, history.interrupted = m.stopped_early, m.interrupted
@@ -146,15 +157,19 @@ def _provenance() -> dict:  # once per process: it cannot change, and the git ca
     import sklearn
     import torchvision
 
-    rev = None
+    rev = dirty = None
     try:
+        here = Path(__file__).parent
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
+                             cwd=here).stdout.strip() or None
+        if rev is not None:  # changes to tracked files since that commit: the revision alone does not say the code
+            dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                        text=True, timeout=5, cwd=here).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         pass
     from fmnist import __version__
 
-    return {"fmnist": __version__, "git_revision": rev, "torch": torch.__version__,
+    return {"fmnist": __version__, "git_revision": rev, "uncommitted_changes": dirty, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
             "python": platform.python_version(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -173,7 +188,7 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
     (or a Run, or a run directory) on a split (a Dataset's test split, or its train split when it has none).
 
     With out_dir, also writes the confusion matrix, the misclassified images with what drove each prediction, the
-    reliability diagram, and with `embedding` the 2-D map of the model's features (slower: t-SNE, ~30 s).
+    reliability diagram, and with `embedding` the 2-D map of the model's features (t-SNE: the slowest picture).
     """
     if isinstance(model, str | os.PathLike):
         model = Run.load(model)
@@ -218,17 +233,17 @@ def draw_evaluation(model: torch.nn.Module, data: Split, ev: Evaluation, logits:
 
     out, class_names = Path(out_dir), ev.class_names
     probs = calibration.probabilities(logits) if calibration else softmax(logits)
-    plots.confusion_matrix(ev, path=out / "confusion_matrix.png")
+    plots.confusion_matrix(ev, path=out / CONFUSION)
     pred, conf = probs.argmax(1), probs.max(1)
     wrong = np.flatnonzero(pred != data.labels)
     pick = wrong[np.argsort(-conf[wrong])][:16]  # the gallery's most confident mistakes, with their heatmaps
     heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True)) \
         if len(pick) else {}
-    plots.misclassified(data.images, data.labels, pred, conf, class_names, out / "misclassified.png",
+    plots.misclassified(data.images, data.labels, pred, conf, class_names, out / MISCLASSIFIED,
                         n=len(pick), heatmaps=heat)
-    plots.reliability_diagram(logits, data.labels, calibration, out / "reliability.png")
+    plots.reliability_diagram(logits, data.labels, calibration, out / RELIABILITY)
     if embedding and len(data) >= explain.MIN_EMBEDDING_IMAGES:
-        explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names, out / "embedding.png")
+        explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names, out / EMBEDDING)
 
 
 def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0,
@@ -269,7 +284,7 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     existing: what to do when out_dir already holds a run: "refuse", "overwrite" (clear it first) or "resume"
     (continue from its last finished epoch, with the same config).
     """
-    from fmnist.loop import TRAIN_STATE, load_train_state
+    from fmnist.loop import load_train_state
     from fmnist.models import create_model
 
     if not isinstance(config, TrainConfig):
@@ -291,7 +306,7 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
 
         MuonSGD(trainable_net(model, config), config)
     if existing == "resume":
-        load_train_state(out / TRAIN_STATE, config)  # refuses a missing state or other settings
+        load_train_state(RunDir(out).train_state, config)  # refuses a missing state or other settings
     from fmnist.tracking import track
 
     with track(mlflow, out.name, tags={"model": config.model, "run_dir": out.resolve(), **{
@@ -314,31 +329,31 @@ def finished(run: Run) -> Run:
 def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Module, train: Split, val: Split,
               progress: bool | None, log: Any, plots: bool, existing: str, tracker: Any) -> Run:
     from fmnist import plots as P
-    from fmnist.loop import TRAIN_STATE
     from fmnist.models import count_parameters
 
+    rd = RunDir(out)
     if tracker is not None:
         tracker.params(config.to_dict())
     n_params = count_parameters(model)
-    write_json(out / "config.json", {**config.to_dict(), "data": {
+    write_json(rd.config, {**config.to_dict(), "data": {
         "source": ds.source, "cleaned": ds.cleaned, "train_rows": len(train), "val_rows": len(val),
         "test_rows": len(ds.test) if ds.test is not None else 0, "class_names": list(ds.class_names)},
         "parameters": n_params, "provenance": provenance()})
     log(f"{config.model}: {n_params:,} parameters; {len(train):,} train / {len(val):,} validation images; "
         f"writing to {out}")
     if plots and config.augment:
-        augmentation_picture(train.images[:6], config.augment, out / "augmentation.png", config.seed,
+        augmentation_picture(train.images[:6], config.augment, rd.file(AUGMENTATION), config.seed,
                              config.erase_area)
-    hist = fit(model, train, val, config, progress=progress, log=log, state_path=out / TRAIN_STATE,
+    hist = fit(model, train, val, config, progress=progress, log=log, state_path=rd.train_state,
                resume=existing == "resume", on_history=tracker.epoch if tracker is not None else None)
     val_accuracy = hist.kept_val_accuracy
     ood, calibration = _held_out_checks(model, config, train, val, log)
-    save_checkpoint(model, out / "model.safetensors", config, ds.class_names,
+    save_checkpoint(model, rd.model, config, ds.class_names,
                     extra={"val_accuracy": val_accuracy, "ood": ood,
                            "calibration": calibration.to_dict() if calibration else None})
-    hist.to_csv(out / "history.csv")
+    hist.to_csv(rd.history)
     if plots and hist.epoch:
-        P.learning_curves(hist, out / "learning_curves.png", title=config.model)
+        P.learning_curves(hist, rd.file(LEARNING_CURVES), title=config.model)
     test = logits = None
     if ds.test is not None:
         t_eval = time.perf_counter()
@@ -353,16 +368,16 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
                          test=test)
     extra = {}
     if test is not None:  # kept so that runs can be compared image by image without retraining (fmnist compare)
-        with atomic_path(out / "test_predictions.npz") as tmp:
+        with atomic_path(rd.test_predictions) as tmp:
             np.savez(tmp, predicted=test.predictions, labels=ds.test.labels.astype(np.int16))
         extra = {"test_set": ds.test.fingerprint()}
-    write_json(out / "metrics.json", {**metrics.to_dict(), **extra, "provenance": provenance()})
+    write_json(rd.metrics, {**metrics.to_dict(), **extra, "provenance": provenance()})
     if plots and test is not None:  # after the results are on disk: a picture that fails loses no result
         t_draw = time.perf_counter()
         draw_evaluation(model, ds.test, test, logits, calibration, out)
         log(f"pictures drawn in {time.perf_counter() - t_draw:.0f}s")
     if not hist.interrupted:
-        (out / TRAIN_STATE).unlink(missing_ok=True)  # complete: the run's files say everything
+        rd.train_state.unlink(missing_ok=True)  # complete: the run's files say everything
     if tracker is not None:
         tracker.metrics({"test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss,
                          "val_accuracy": metrics.val_accuracy, "train_seconds": metrics.train_seconds,
@@ -414,6 +429,7 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
 
     trust.check_level(level)
     d = Path(run_dir)
+    rd = RunDir(d)
     model, meta = load_checkpoint(d)
     config = TrainConfig.from_dict(meta["config"])
     if config.val_fraction == 0:
@@ -421,7 +437,7 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
                           "on would make it more confident, not less (train with --val-fraction above 0)")
     _, va_idx = holdout_split(ds.train.labels, config.val_fraction, config.seed)
     try:
-        data = json.loads((d / "config.json").read_text())["data"]
+        data = json.loads(rd.config.read_text())["data"]
     except (OSError, ValueError, KeyError):
         data = None
     if data is None or data.get("val_rows") != len(va_idx) or data.get("source") != ds.source:
@@ -432,12 +448,12 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
     cal = Calibration.fit(logits, val.labels, f"validation split ({len(val):,} images)", level=level, seed=config.seed)
     extra = {k: v for k, v in meta.items() if k not in ("format", "model", "model_params", "class_names",
                                                          "normalize", "config")}
-    save_checkpoint(model, d / "model.safetensors", config, tuple(meta["class_names"]),
+    save_checkpoint(model, rd.model, config, tuple(meta["class_names"]),
                     extra={**extra, "calibration": cal.to_dict()})
-    if ds.test is not None and (d / "metrics.json").is_file():
-        m = json.loads((d / "metrics.json").read_text())
+    if ds.test is not None and rd.metrics.is_file():
+        m = json.loads(rd.metrics.read_text())
         m.update(trust.measure(numpy_logits(model, ds.test.images, tta=config.tta_views), ds.test.labels, cal))
-        write_json(d / "metrics.json", m)
+        write_json(rd.metrics, m)
     return cal
 
 
@@ -452,7 +468,7 @@ def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.Path
         tta = tta_views_of(meta.get("config", {}))
     ev = evaluate(model, ds, tuple(meta["class_names"]), tta=tta, out_dir=out,
                   calibration=Calibration.from_dict(meta.get("calibration")), embedding=embedding)
-    write_json(out / "metrics.json", {"model": meta["model"], "data": ds.source, **ev.to_dict(),
+    write_json(out / METRICS, {"model": meta["model"], "data": ds.source, **ev.to_dict(),
                                       "provenance": provenance()})
     return ev
 

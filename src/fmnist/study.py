@@ -24,6 +24,7 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import prepare_out_dir, write_json
+from fmnist.rundir import AUGMENTATION, CONFUSION, EMBEDDING, LEARNING_CURVES, MISCLASSIFIED, RELIABILITY, RunDir
 
 # the reference projects' models trained with their own recipe, in the order of the table
 REFERENCE_MODELS = ("mlp_jackson", "lenet5", "cnn_basic", "cnn_bn", "cnn_seed000")
@@ -199,8 +200,8 @@ def _wilson_row(test_accuracy: float, n: int) -> tuple[tuple[float, float], str]
 def _run_pictures(run_dir: Path, root: Path, misclassified: bool = False) -> list[str]:
     # the report embeds these; the pictures of trust (mistakes with their heatmaps, reliability, the embedding
     # map) only where asked, to keep the page under 3 MB
-    names = ("learning_curves.png", "augmentation.png", "confusion_matrix.png") + \
-        (("misclassified.png", "reliability.png", "embedding.png") if misclassified else ())
+    names = (LEARNING_CURVES, AUGMENTATION, CONFUSION) + ((MISCLASSIFIED, RELIABILITY, EMBEDDING) if misclassified
+                                                         else ())
     return [str((run_dir / f).relative_to(root)) for f in names if (run_dir / f).exists()]
 
 
@@ -219,7 +220,7 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
         from fmnist.explain import embedding_map
 
         embedding_map(run.model, ds.test.images, ds.test.labels, m.test.predictions, ds.class_names,
-                      sdir / "embedding.png")
+                      sdir / EMBEDDING)
     return Row(key, technique, config.model, m.test_accuracy, ci, how, ref, ref_text, verdict(ci, ref),
                m.train_seconds, m.parameters, command_for(config, data=data_args), describe(config),
                m.val_accuracy, details={"calibration": m.test.calibration, "conformal": m.test.conformal},
@@ -304,7 +305,7 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
     arms = {}
     for arm, cfg in (("without", config.replace(augment="")), ("with", config.replace(augment="crop,flip"))):
         earlier = root / "steps" / f"train-{cfg.model}"  # the reference row's run, when it is this very arm
-        if arm == "without" and (earlier / "result.json").exists() and Run.load(earlier).config == cfg:
+        if arm == "without" and RunDir(earlier).step_result.exists() and Run.load(earlier).config == cfg:
             run = Run.load(earlier)  # training is deterministic: the same config gives the same model
         else:
             run = finished(train_run(cfg, ds, sdir / arm, progress=progress, log=_quiet, existing="overwrite",
@@ -336,7 +337,7 @@ def paired_with_preset(rows: list[Row], root: Path) -> list[dict[str, Any]]:
     from fmnist.metrics import paired_comparison
 
     def correct(row: Row) -> np.ndarray | None:
-        f = root / row.run_dir / "test_predictions.npz" if row.run_dir else None
+        f = RunDir(root / row.run_dir).test_predictions if row.run_dir else None
         if f is None or not f.is_file():
             return None
         with np.load(f, allow_pickle=False) as z:
@@ -481,7 +482,7 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
     rows: list[Row] = []
     skipped: list[dict[str, str]] = []
     for i, step in enumerate(steps, start=1):
-        done = out / "steps" / step.key / "result.json"
+        done = RunDir(out / "steps" / step.key).step_result
         head = f"[{i}/{len(steps)}] {step.title}"
         if done.exists():
             saved = json.loads(done.read_text())

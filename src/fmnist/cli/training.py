@@ -100,13 +100,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fmnist.run import evaluate_run, format_evaluation
+    from fmnist.rundir import EMBEDDING
 
     ds = load(args)
     m = evaluate_run(args.run_dir, ds, args.out, embedding=not args.no_embedding)
     out = Path(args.out or f"{args.run_dir}/evaluation")
     print(f"{printable(args.run_dir)} on {printable(ds.source)} " + format_evaluation(m))
     print(f"wrote {out}: metrics.json, confusion_matrix.png, misclassified.png (with heatmaps), reliability.png"
-          + (", embedding.png" if (out / "embedding.png").exists() and not args.no_embedding else
+          + (", embedding.png" if (out / EMBEDDING).exists() and not args.no_embedding else
              "" if args.no_embedding else f" (no embedding map: {m.n} images are too few)"))
     return 0
 

@@ -146,7 +146,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
 
     def parse(**kw: object) -> pd.DataFrame:
         try:
-            # dtype=str would be 5x slower; the C parser gives numeric columns, and object columns only where a
+            # dtype=str would be much slower; the C parser gives numeric columns, and object columns only where a
             # cell is not a number, which we coerce below and report. utf-8-sig: a BOM is not part of "label".
             return pd.read_csv(path, low_memory=False, encoding="utf-8-sig", **kw)  # .csv.gz: pandas unzips
         except pd.errors.EmptyDataError:

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from fmnist.errors import FmnistError
 from fmnist.predict import PREPROCESS, Predictor, image_to_array, pixels_to_array
+from fmnist.rundir import RunDir
 
 STATIC = Path(__file__).parent / "static"
 
@@ -204,7 +205,7 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
         logging.getLogger("uvicorn.error").warning(predictor.onnx.warning)
     names = predictor.class_names
     batcher = _Batcher(predictor)
-    metrics_file = Path(run_dir) / "metrics.json"
+    metrics_file = RunDir(run_dir).metrics
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     from fmnist.models import count_parameters
 
