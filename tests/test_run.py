@@ -89,7 +89,7 @@ def test_library_and_cli_resolve_the_same_config_for_every_preset(preset):
         args = build_parser().parse_args(["train", *argv])
         return train_config_from_args(args.model, args)
 
-    assert cli(preset) == TrainConfig.for_model(preset) == PRESETS[preset].train_config()
+    assert cli(preset) == TrainConfig.for_model(preset) == TrainConfig.for_model(PRESETS[preset].name)
     assert cli(preset, "--lr", "0.05") == TrainConfig.for_model(preset, lr=0.05)
     assert cli("lenet5", "--preset", preset) == TrainConfig.for_model("lenet5", preset=preset)
     assert TrainConfig.for_model(preset).model == PRESETS[preset].model

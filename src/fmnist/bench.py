@@ -138,7 +138,7 @@ def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: 
 
 
 def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> dict:
-    cfg = dataclasses.replace(p.train_config(), seed=seed, device=device)
+    cfg = dataclasses.replace(TrainConfig.for_model(p.name), seed=seed, device=device)
     tr, va = holdout_split(ds.train.labels, cfg.val_fraction, cfg.seed)
     torch.manual_seed(seed)
     model = create_model(p.model, num_classes=len(ds.class_names), **cfg.model_params)

@@ -51,7 +51,8 @@ class TrainConfig:
                          "(each image mirrored every other epoch), rotate, erase")
     erase_area: float = _opt(ERASE_AREA, "with --augment erase: the largest fraction of the image one erased rectangle "
                                    "covers (the smallest is 0.02; Zhong et al.'s random erasing uses 0.4)")
-    ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999; 0 = off")
+    ema: float = _opt(0.0, "exponential moving average of the weights, e.g. 0.999, kept beside the training "
+                           "weights: each epoch is validated on the average and the run keeps it; 0 = off")
     tta: bool = _opt(False, "test-time augmentation: average the logits of the image and its mirror")
     tta_shifts: bool = _opt(False, "with tta: also the image and its mirror shifted one pixel up, down, left and "
                                    "right (10 views instead of 2)")

@@ -75,6 +75,16 @@ def int8_saturates() -> bool:
     return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
 
 
+class _DropRecordsOf:
+    """A logging filter that drops the records logged from one package's files, and lets every other through."""
+
+    def __init__(self, package: str) -> None:
+        self.part = f"{os.sep}{package}{os.sep}"
+
+    def filter(self, record: Any) -> bool:
+        return self.part not in record.pathname
+
+
 def int8_weight_bits(choice: int | None = None) -> int:
     """The int8 weight bits to quantize with: `choice` (7 or 8), or for None this CPU's (7 where `int8_saturates`)."""
     if choice not in (None, 7, 8):
@@ -119,14 +129,15 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # onnxruntime's notes on BatchNorm weights it leaves per-tensor
         prepared = tmp.with_name(tmp.name + ".prep.onnx")
-        logging.disable(logging.WARNING)
+        quiet = _DropRecordsOf("onnxruntime")  # its quantizer logs each step through the root logger
+        logging.getLogger().addFilter(quiet)
         try:
             quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(tmp), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             reduce_range=reduce_range, nodes_to_exclude=_softmax_nodes(prepared))
         finally:
-            logging.disable(logging.NOTSET)
+            logging.getLogger().removeFilter(quiet)
             prepared.unlink(missing_ok=True)
         import onnx
 

@@ -391,11 +391,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                     bar.set_postfix(loss=f"{loss_sum.item() / min(n, (i + 1) * bs):.4f}",
                                     acc=f"{correct.item() / min(n, (i + 1) * bs):.4f}")
             bar.close()
-            if ema is not None:
-                _copy_ema(ema, net, x_tr[:4096], dtype)
+            # with EMA the average, kept apart from the training weights, is what each epoch is judged by
+            judged = _averaged(ema, x_tr[:4096], dtype) if ema is not None else net
             train_loss, train_acc = loss_sum.item() / n, correct.item() / n
             if x_va is not None:
-                logits = predict_logits(net, x_va, dtype=dtype)
+                logits = predict_logits(judged, x_va, dtype=dtype)
                 val_loss = F.cross_entropy(logits, y_va).item()
                 val_acc = (logits.argmax(1) == y_va).float().mean().item()
             else:
@@ -410,7 +410,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             if val_loss < best_loss:
                 best_loss, since_best, hist.best_epoch = val_loss, 0, epoch
                 if config.patience:
-                    best_state = copy.deepcopy(net.state_dict())
+                    best_state = copy.deepcopy(judged.state_dict())
             else:
                 since_best += 1
             if config.patience and since_best >= config.patience:
@@ -441,6 +441,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             + (f"; continue it with --resume (state in {state_path})" if state_path is not None else ""))
     hist.train_seconds = before + time.perf_counter() - t_start
     hist.images_per_second = seen / max(hist.train_seconds, 1e-9)
+    if ema is not None and step:  # the model keeps the average (the updates of an interrupted epoch included)
+        net.load_state_dict(_averaged(ema, x_tr[:4096], dtype).state_dict())
     if best_state is not None and hist.best_epoch != (hist.epoch[-1] if hist.epoch else 0):
         net.load_state_dict(best_state)
         hist.restored_best = True
@@ -464,9 +466,12 @@ def _features(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> t
 
 
 @torch.no_grad()
-def _copy_ema(ema: nn.Module, net: nn.Module, x_sample: torch.Tensor, dtype: torch.dtype | None) -> None:
-    # the averaged weights become the model's; BatchNorm statistics are re-estimated on a sample
-    net.load_state_dict(ema.module.state_dict())
+def _averaged(ema: nn.Module, x_sample: torch.Tensor, dtype: torch.dtype | None) -> nn.Module:
+    """The averaged network of an EMA (torch.optim.swa_utils.AveragedModel), its BatchNorm statistics estimated
+    anew on a sample of training images: the average's weights never saw the running statistics the training
+    weights gathered. The training weights are left as they are (the average is kept apart, as timm and
+    swa_utils do)."""
+    net = ema.module
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if norms:
         momenta = [m.momentum for m in norms]
@@ -478,8 +483,9 @@ def _copy_ema(ema: nn.Module, net: nn.Module, x_sample: torch.Tensor, dtype: tor
         for i in range(0, len(x_sample), 512):
             with autocast(device, dtype):
                 net(x_sample[i:i + 512])
-        for m, mom in zip(norms, momenta, strict=True):  # training goes on with the usual running average
+        for m, mom in zip(norms, momenta, strict=True):
             m.momentum = mom
+    return net.eval()
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

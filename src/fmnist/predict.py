@@ -27,7 +27,7 @@ def image_to_array(data: bytes | str | os.PathLike, invert: str = "auto", name: 
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    # the size is checked from the header below, before decoding: Pillow's own (process-wide) limit stays as it is
     try:
         src = io.BytesIO(data) if isinstance(data, bytes) else Path(data)
         with Image.open(src) as im:

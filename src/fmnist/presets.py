@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmnist.config import TrainConfig
 from fmnist.errors import FmnistError
 
 _RESNET = dict(optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
@@ -32,10 +31,8 @@ class Preset:
     target: str  # what the preset is for, e.g. "93% test accuracy in under 2 minutes on a 2-core CPU"
     config: dict[str, Any] = field(default_factory=dict)
     model_params: dict[str, Any] = field(default_factory=dict)  # for its own model only, e.g. {"stem": "whiten"}
-
-    def train_config(self, **settings: Any) -> TrainConfig:
-        """The preset as a TrainConfig for its model (as `fmnist train NAME`), with any settings changed."""
-        return TrainConfig.for_model(self.name, **settings)
+    # plain data: `TrainConfig.for_model(preset.name, **settings)` makes its config (as `fmnist train NAME` does),
+    # so that this module imports no other part of fmnist but its errors
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

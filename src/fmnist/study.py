@@ -434,8 +434,9 @@ def plan(profile: Profile, data_args: list[str], mlflow: str | None = None) -> l
                           lambda ds, root, pr, k=f"transfer-{m}", c=cfg:
                           train_step(k, "transfer learning", c, ds, root, TRANSFER_REFERENCE, pr, data_args, mlflow)))
     p = get_preset(profile.preset)
-    pcfg = p.train_config(**({"epochs": min(p.train_config().epochs, profile.preset_epochs)}
-                             if profile.preset_epochs else {}))
+    pcfg = TrainConfig.for_model(p.name)
+    if profile.preset_epochs:
+        pcfg = pcfg.replace(epochs=min(pcfg.epochs, profile.preset_epochs))
     steps.append(Step(f"preset-{p.name}", f"fmnist preset {p.name}: {p.model}",
                       lambda ds, root, pr: train_step(f"preset-{p.name}", f"fmnist preset {p.name}", pcfg, ds, root,
                                                       None, pr, data_args, mlflow)))

@@ -219,7 +219,6 @@ def signature_name(prefix: str, signature: dict) -> str:
 def open_study(url: str, heartbeat: int, name: str, sampler: Any, direction: str, signature: dict,
                pruner: Any = None) -> Any:
     """Create or join a study; a study made with other settings is refused (workers must agree)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     mine = json.loads(json.dumps(signature, sort_keys=True, default=str))
     with creation_lock(url):  # workers started together create the tables and the study one after the other
         study = optuna.create_study(storage=open_storage(url, heartbeat), study_name=name, sampler=sampler,

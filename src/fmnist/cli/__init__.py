@@ -130,6 +130,14 @@ def check_mlflow(args: argparse.Namespace) -> None:
         require_extra("mlflow", "mlflow")
 
 
+def quiet_optuna() -> None:
+    """The command line prints its own progress: Optuna's line per trial is left out (a library caller keeps
+    Optuna's logging as it set it)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def progress(args: argparse.Namespace) -> bool | None:
     """--quiet: no progress bars; otherwise bars only where the output is a terminal."""
     return False if getattr(args, "quiet", False) else None

@@ -12,6 +12,7 @@ from fmnist.cli import (
     check_mlflow,
     load,
     progress,
+    quiet_optuna,
     train_config_from_args,
 )
 from fmnist.errors import FmnistError, printable
@@ -40,6 +41,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/study-{args.profile}"
     check_mlflow(args)
+    quiet_optuna()
     result = run_study(args.profile, out, args.data, args.test_data, progress=progress(args), mlflow=args.mlflow)
     print(format_study(result, out))
     return 0
@@ -54,6 +56,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise FmnistError(f"search space '{args.space}' names no model: give MODEL")
     config = train_config_from_args(model, args)
     check_mlflow(args)
+    quiet_optuna()
     ds = load(args)
     out = args.out or f"runs/tune-{config.model}"
     r = tune(config, ds, space, out, sampler=args.sampler, trials=args.trials, timeout=args.timeout,
@@ -68,6 +71,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args.model, args)
     check_mlflow(args)
+    quiet_optuna()
     ds = load(args)
     out = args.out or f"runs/cv-{args.model}"
     summary = cross_validate(config, ds, args.folds, out, repeats=args.repeats, storage=args.storage,
@@ -86,6 +90,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     config = train_config_from_args(args.model, args)
     if args.folds < 2:
         raise FmnistError(f"--folds must be at least 2, got {args.folds}")
+    quiet_optuna()
     ds = load(args)
     out = args.out or "runs/labels"
     result = find_label_issues(config, ds, out, folds=args.folds, retrain=args.retrain, storage=args.storage,
