@@ -1,5 +1,5 @@
-"""`fmnist study`: the data audit, then every technique of the reference projects (shared/seeds), reproduced
-fairly and compared with their published figures in one report.
+"""`fmnist study`: the data audit, then every technique of the five reference projects
+(docs/reference-projects.md), reproduced fairly and compared with their published figures in one report.
 
 Each kind of step is a function returning a typed `Row` (what fmnist measured, its 95% interval, the reference
 figure, the verdict, and the `fmnist` command that reproduces it). A finished step writes its row to

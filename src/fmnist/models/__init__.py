@@ -27,7 +27,7 @@ class ModelInfo:
     description: str
     factory: Callable[..., nn.Module]
     pretrained: bool = False  # transfer-learning model: takes `weights=`
-    reference_accuracy: float | None = None  # its reference project's published test accuracy (shared/seeds)
+    reference_accuracy: float | None = None  # its reference project's published test accuracy
     recipe: dict | None = None  # the reference project's training recipe (TrainConfig fields)
 
     def defaults(self) -> dict[str, Any]:
