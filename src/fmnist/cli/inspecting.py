@@ -126,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("compare", help="compare runs on the same test images (McNemar's test)",
                        description="Runs side by side: settings that differ, accuracy per epoch and per class, and "
-                                   "for each pair the accuracy difference with its 95%% interval and McNemar's exact "
+                                   "for each pair the accuracy difference with its 95% interval and McNemar's exact "
                                    "test on the test images exactly one of the two gets right. Writes compare.json "
                                    "and compare.png.")
     p.add_argument("runs", metavar="RUN_DIR", nargs="+")
