@@ -326,3 +326,25 @@ def test_file_names_with_escape_sequences_are_printed_inert(trained_run, tmp_pat
     assert main(["predict", str(trained_run.dir), str(f), str(tmp_path / "gone\x1b]0;title\x07.png")]) == 2
     out, err = capsys.readouterr()
     assert "\x1b" not in out + err and "\\x1b[31mred.npy:" in out and "gone\\x1b]0;title\\x07.png" in err
+
+
+def test_array_files_declaring_more_than_they_hold_are_refused_before_allocation(trained_run, tmp_path, capsys):
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    def member(shape, descr="|u1"):
+        b = io.BytesIO()
+        npy.write_array_header_1_0(b, {"descr": descr, "fortran_order": False, "shape": shape})
+        return b.getvalue() + b"\0" * 100
+
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:  # 1 KB declaring 7.8 GB of images
+        z.writestr("x_train.npy", member((10**7, 28, 28)))
+        z.writestr("y_train.npy", member((10**7,)))
+    assert main(["data", "--data", str(tmp_path / "bomb.npz")]) == 2
+    _one_line_error(capsys, "bomb.npz: x_train: its header declares 10000000x28x28 uint8 values",
+                    "but the file holds 228 bytes")
+    (tmp_path / "big.npy").write_bytes(member((10**12,), "<f8"))
+    assert main(["predict", str(trained_run.dir), str(tmp_path / "big.npy")]) == 2
+    _one_line_error(capsys, "big.npy: its header declares 1000000000000 float64 values")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist.choices import PREPROCESS
-from fmnist.data.readers import pixel_scale
+from fmnist.data.readers import check_npy_header, pixel_scale
 from fmnist.errors import DataError
 
 MAX_IMAGE_PIXELS = 40_000_000  # refuse decompression bombs
@@ -181,6 +181,10 @@ def load_inputs(path: str | os.PathLike, invert: str = "auto", notes: list[str] 
     suffix = p.suffix.lower()
     if suffix == ".npy":
         try:
+            with open(p, "rb") as f:
+                if f.read(6) == b"\x93NUMPY":  # an .npy (np.load also reads an .npz of any name: refused below)
+                    f.seek(0)
+                    check_npy_header(f, p.stat().st_size, str(p))
             arr = np.load(p, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:  # EOFError: an empty file
             raise DataError(f"{p}: not a readable .npy file ({e})") from None

@@ -270,8 +270,13 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
+        with zipfile.ZipFile(path) as zf:  # every member's header against its size, before numpy allocates
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as member:
+                        check_npy_header(member, info.file_size, f"{path}: {info.filename[:-4]}")
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:  # BadZipFile: a damaged or truncated archive
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # BadZipFile: a damaged or truncated archive
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     with z:
         keys = set(z.files)
@@ -294,6 +299,25 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
                 raise DataError(f"{path}: corrupt array x_{name} or y_{name} ({e})") from None
             splits.append(_from_arrays(x, y, f"{path}[{name}]"))
     return splits[0], splits[1]
+
+
+def check_npy_header(f: object, size: int, where: str) -> None:
+    """Refuse an .npy stream whose header declares more values than its `size` bytes hold (a truncated or crafted
+    file would otherwise make numpy reserve the declared size first), or Python objects (never unpickled)."""
+    from numpy.lib import format as npy
+
+    try:
+        version = npy.read_magic(f)
+        shape, _, dtype = npy.read_array_header_1_0(f) if version == (1, 0) else npy.read_array_header_2_0(f)
+    except (ValueError, EOFError) as e:
+        raise DataError(f"{where}: not a readable .npy array ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds Python objects, not numbers (fmnist never unpickles data files); save "
+                        "numeric arrays, e.g. np.savez(..., x_train=x.astype('uint8'))")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > size:
+        raise DataError(f"{where}: its header declares {'x'.join(map(str, shape))} {dtype} values ({need:,} bytes) "
+                        f"but the file holds {size:,} bytes: truncated, or not written by numpy")
 
 
 def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
