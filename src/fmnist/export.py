@@ -54,9 +54,6 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
     return path
 
 
-INT8_NAME = INT8_ONNX  # the name earlier code imported from here
-
-
 def int8_saturates() -> bool:
     """Whether this CPU runs onnxruntime's uint8 x int8 products with VPMADDUBSW, whose 16-bit sums saturate (x86
     without VNNI: AVX2-only and older): there full 8-bit weights lose accuracy (2.3 points for the `fast` model on an
@@ -113,7 +110,7 @@ def quantize_int8(run_dir: str | os.PathLike, calibration_images: np.ndarray,
     src = Path(fp32_path) if fp32_path else Path(run_dir) / ONNX
     if not src.is_file():
         raise FmnistError(f"{src}: no fp32 ONNX model to quantize (export it first)")
-    path = Path(out) if out else src.parent / INT8_NAME
+    path = Path(out) if out else src.parent / INT8_ONNX
     x = _normalize(calibration_images, MEAN, STD)
 
     class Batches(CalibrationDataReader):
@@ -185,7 +182,7 @@ class OnnxModel:
 
         p = Path(path)
         if p.is_dir():
-            p = p / INT8_NAME if (p / INT8_NAME).is_file() else p / ONNX
+            p = p / INT8_ONNX if (p / INT8_ONNX).is_file() else p / ONNX
         self.path = p
         if not p.is_file():
             raise FmnistError(f"{p}: no ONNX model (run `fmnist export RUN_DIR` first)")
@@ -243,7 +240,7 @@ def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndar
     import time
 
     out: dict = {"n": int(len(images))}
-    for name, path in (("fp32", Path(run_dir) / ONNX), ("int8", Path(run_dir) / INT8_NAME)):
+    for name, path in (("fp32", Path(run_dir) / ONNX), ("int8", Path(run_dir) / INT8_ONNX)):
         m = OnnxModel(path)
         views = tta_arrays(images, tta)
         logits = sum(m.logits(v) for v in views) / len(views)

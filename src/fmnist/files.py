@@ -35,11 +35,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # writers report a failed write in their own types (torch.save's RuntimeError, safetensors'
         # SafetensorError): a full disk or a lost device is one line, the earlier file staying intact
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        full = shutil.disk_usage(path.parent).free < 1 << 20
         if type(e).__name__ in ("RuntimeError", "SafetensorError") and (
-                any(w in text.lower() for w in ("write", "space", "ioerror", "storage", "iostream"))
-                or shutil.disk_usage(path.parent).free < 1 << 20):
-            if shutil.disk_usage(path.parent).free < 1 << 20:
-                text = "no space left on the device"
+                full or any(w in text.lower() for w in ("write", "space", "ioerror", "storage", "iostream"))):
+            text = "no space left on the device" if full else text
             from fmnist.errors import FmnistError
 
             raise FmnistError(f"{path}: cannot be written ({text[:160]}); an earlier file there is kept") from None
@@ -89,13 +88,6 @@ def _strict(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def is_marked_run(path: str | os.PathLike) -> bool:
-    """Whether fmnist marked `path` as one of its run directories (see fmnist.rundir)."""
-    from fmnist.rundir import RunDir
-
-    return RunDir(path).is_marked()
-
-
 def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str = "--out",
                     mark_run: bool = False) -> Path:
     """Check that `path` can be a writable output directory, then create it; one clear error otherwise.
@@ -118,7 +110,7 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
                 raise FmnistError(f"{what} {p}: cannot be created, {parent} is a file")
             break
     if p.is_dir() and any(p.iterdir()) and existing != "keep":
-        marked = is_marked_run(p)
+        marked = RunDir(p).is_marked()
         if existing == "refuse":
             raise FmnistError(f"{what} {p}: already holds " + ("a run" if marked else "files")
                               + "; give --overwrite to replace it" + (", --resume to continue it" if marked else "")
@@ -139,7 +131,7 @@ def prepare_out_dir(path: str | os.PathLike, existing: str = "refuse", what: str
         fd, probe = tempfile.mkstemp(dir=p, prefix=".fmnist-write-test-")
         os.close(fd)
         os.unlink(probe)
-        if mark_run and not is_marked_run(p):
+        if mark_run and not RunDir(p).is_marked():
             RunDir(p).marker.write_text("a fmnist run directory: `--overwrite` may clear fmnist's own files here\n")
     except OSError as e:
         raise FmnistError(f"{what} {p}: cannot write there ({e.strerror or e})") from None
