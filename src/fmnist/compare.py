@@ -45,12 +45,12 @@ def find_runs(roots: list[str | os.PathLike]) -> list[RunSummary]:
         if not r.exists():
             raise FmnistError(f"{r}: no such directory")
         for m in sorted(r.rglob(METRICS)) if r.is_dir() else []:
-            d = m.parent
-            if not RunDir(d).model.is_file():
+            d, rd = m.parent, RunDir(m.parent)
+            if not rd.model.is_file():
                 continue  # an evaluation's metrics.json, not a run
             try:
                 mj = json.loads(m.read_text())
-                cfg = json.loads(RunDir(d).config.read_text()) if RunDir(d).config.is_file() else {}
+                cfg = json.loads(rd.config.read_text()) if rd.config.is_file() else {}
             except (OSError, json.JSONDecodeError, RecursionError):
                 continue
             if not isinstance(mj, dict) or not isinstance(cfg, dict):

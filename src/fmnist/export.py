@@ -275,6 +275,14 @@ def _timed(session: object, x: np.ndarray) -> float:
 INT8_BUDGET_POINTS = 0.3  # the test-accuracy loss int8 may cost and still be called a success
 
 
+def check_int8_options(calibration_images: int, weight_bits: str | int) -> None:
+    """One line unless `export_int8` can take these settings (checked before any work)."""
+    if weight_bits not in ("auto", 7, 8, "7", "8"):
+        raise FmnistError(f"weight bits must be auto, 7 or 8, got {weight_bits!r}")
+    if calibration_images < 1:
+        raise FmnistError(f"--calibration-images must be at least 1, got {calibration_images}")
+
+
 def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1024,
                 weight_bits: str | int = "auto") -> dict:
     """`fmnist export --quantize int8` in one call: write RUN_DIR/model.int8.onnx from the run's model.onnx
@@ -285,10 +293,7 @@ def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1
     from fmnist.files import write_json
     from fmnist.inference import load_checkpoint
 
-    if weight_bits not in ("auto", 7, 8, "7", "8"):
-        raise FmnistError(f"weight bits must be auto, 7 or 8, got {weight_bits!r}")
-    if calibration_images < 1:
-        raise FmnistError(f"--calibration-images must be at least 1, got {calibration_images}")
+    check_int8_options(calibration_images, weight_bits)
     bits = int8_weight_bits(None if weight_bits == "auto" else int(weight_bits))
     q = quantize_int8(run_dir, ds.train.images[:calibration_images], weight_bits=bits)
     split = ds.test if ds.test is not None else ds.train

@@ -55,7 +55,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from fmnist.export import agreement, export, export_int8, format_int8
+    from fmnist.export import agreement, check_int8_options, export, export_int8, format_int8
 
     if args.check < 0:
         raise FmnistError(f"--check must be 0 (skip) or a number of test images, got {args.check}")
@@ -68,8 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.quantize and (args.format != "onnx" or args.out is not None):
         raise FmnistError("--quantize int8 writes RUN_DIR/model.int8.onnx beside model.onnx: give --format onnx "
                           "and no --out")
-    if args.calibration_images < 1:
-        raise FmnistError(f"--calibration-images must be at least 1, got {args.calibration_images}")
+    check_int8_options(args.calibration_images, args.weight_bits)
     ds = load(args) if args.quantize or (args.format == "onnx" and args.check and args.out is None) else None
     path = export(args.run_dir, args.format, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

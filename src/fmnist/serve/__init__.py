@@ -52,7 +52,7 @@ class _BodyLimit:
         too_large = f"request body over the limit of {self.limit / 1e6:g} MB"
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._drain(receive)  # a client still sending when the server closes sees only a reset
-            return await self._reject(send, 413, too_large)
+            return await _reject(send, 413, too_large)
         seen = 0
 
         async def limited() -> dict:
@@ -72,7 +72,7 @@ class _BodyLimit:
         except _Abort as e:
             if e.status == 413:
                 await self._drain(receive)
-            await self._reject(send, e.status, e.detail)
+            await _reject(send, e.status, e.detail)
 
     async def _drain(self, receive: Any) -> None:
         """Read and discard the rest of a refused body (up to DRAIN_BYTES, each part within the read timeout), so
@@ -89,19 +89,25 @@ class _BodyLimit:
         except TimeoutError:
             return
 
-    @staticmethod
-    async def _reject(send: Any, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+
+async def _reject(send: Any, status: int, detail: str) -> None:
+    """Answer an ASGI request with `status` and a JSON {"detail": ...}, closing the connection (the middlewares'
+    refusals, sent before the app sees the request)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _Gate:
     """ASGI middleware: answer only requests whose Host header names this service (a page on another site that
     reaches a local service through DNS rebinding sends its own host name) and, when the service has a token,
-    carry it as `Authorization: Bearer TOKEN` (every path but the page, /health and the API description)."""
+    carry it as `Authorization: Bearer TOKEN` (every path but the page, /health and the API description).
+
+    Written here rather than Starlette's TrustedHostMiddleware: that one splits the Host header at its first
+    colon (an IPv6 host such as [::1]:8000 never matches) and answers in plain text, not the JSON every other
+    refusal uses."""
 
     def __init__(self, app: Any, allowed_hosts: tuple[str, ...], token: str | None) -> None:
         self.app, self.token = app, token
@@ -114,12 +120,12 @@ class _Gate:
         headers = dict(scope.get("headers") or [])
         host = _host_name(headers.get(b"host", b"").decode("latin-1"))
         if not self.any_host and host not in self.allowed:
-            return await _BodyLimit._reject(send, 400, f"Host '{host[:60]}' is not a name this service answers to "
+            return await _reject(send, 400, f"Host '{host[:60]}' is not a name this service answers to "
                                                         "(start it with --allow-host NAME to add one)")
         if self.token is not None and scope["path"] not in OPEN_PATHS and not scope["path"].startswith("/docs-"):
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return await _BodyLimit._reject(send, 401, "this service needs its token: send the header "
+                return await _reject(send, 401, "this service needs its token: send the header "
                                                            "'Authorization: Bearer TOKEN' (the page: open the "
                                                            "address the service printed, ending in #token=...)")
         return await self.app(scope, receive, send)
