@@ -35,7 +35,7 @@ from fmnist.files import write_json
 from fmnist.loop import History
 from fmnist.metrics import mean_interval, softmax, wilson_interval
 from fmnist.predict import Predictor
-from fmnist.presets import PRESETS
+from fmnist.recipes import PRESETS
 
 TRAIN_IMAGES = 60_000  # the official training set; `max` holds out its val_fraction (2%) to calibrate
 CAL_ROWS = 15_000

@@ -1,7 +1,7 @@
 import json
 
 from fmnist.cli import main
-from fmnist.presets import get_preset
+from fmnist.recipes import get_preset
 
 
 def test_bench_runs_on_a_tiny_setting(tmp_path):
@@ -49,9 +49,9 @@ def test_bench_bad_settings_are_one_line_before_any_table(tmp_path, capsys):
 
 def test_bench_refuses_an_option_its_mode_would_ignore(tmp_path, capsys):
     cases = ((["--seeds", "2"], "--seeds applies only with --time-to-accuracy, not to the plain bench"),
-             (["--time-to-seed", "--models", "lenet5"], "--models applies only to the plain bench, not with"),
-             (["--time-to-accuracy", "--timed-epochs", "3"], "--timed-epochs applies only with --time-to-seed"),
-             (["--preset", "fast"], "--preset applies only with --time-to-accuracy or --time-to-seed"),
+             (["--time-to-reference", "--models", "lenet5"], "--models applies only to the plain bench, not with"),
+             (["--time-to-accuracy", "--timed-epochs", "3"], "--timed-epochs applies only with --time-to-reference"),
+             (["--preset", "fast"], "--preset applies only with --time-to-accuracy or --time-to-reference"),
              (["--time-to-accuracy", "--seeds", "0"], "--seeds must be at least 1, got 0"))
     for bad, msg in cases:
         assert main(["bench", *bad, "--limit", "64", "--out", str(tmp_path / "b.json")]) == 2
@@ -60,12 +60,12 @@ def test_bench_refuses_an_option_its_mode_would_ignore(tmp_path, capsys):
     assert not (tmp_path / "b.json").exists()
 
 
-def test_time_to_seed_figure_on_a_tiny_setting(tmp_path, capsys):
+def test_time_to_reference_on_a_tiny_setting(tmp_path, capsys):
     out = tmp_path / "seed.json"
-    assert main(["bench", "--time-to-seed", "--timed-epochs", "1", "--limit", "512", "--test-limit", "64",
+    assert main(["bench", "--time-to-reference", "--timed-epochs", "1", "--limit", "512", "--test-limit", "64",
                  "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["target"] == 0.9137 and r["reference_recipe"]["epochs"] == 50 and r["preset"] == "fast"
     assert r["reference_seconds_estimated"] == r["reference_seconds_per_epoch"] * 50 > 0
     assert "estimated" in r["note"] and "time to 91.37% test accuracy" in capsys.readouterr().out
-    assert main(["bench", "--time-to-seed", "--time-to-accuracy", "--limit", "64", "--out", str(out)]) == 2
+    assert main(["bench", "--time-to-reference", "--time-to-accuracy", "--limit", "64", "--out", str(out)]) == 2

@@ -35,7 +35,7 @@ def _mass_on_object(heat, boxes, margin=2):
     return np.array(out)
 
 
-@pytest.mark.parametrize("model,epochs,accuracy", [("cnn_basic", 3, 0.95), ("mlp_jackson", 8, 0.75)])
+@pytest.mark.parametrize("model,epochs,accuracy", [("cnn_basic", 3, 0.95), ("mlp_512_64", 8, 0.75)])
 def test_heatmap_mass_is_on_the_object(bars, model, epochs, accuracy, tmp_path):
     import fmnist
 
@@ -56,9 +56,9 @@ def test_saliency_refuses_gradcam_without_convolutions(bars):
     from fmnist.models import create_model
 
     with pytest.raises(FmnistError, match="integrated_gradients"):
-        saliency(create_model("mlp_jackson", num_classes=2), bars[0].test.images[:2], method="gradcam")
+        saliency(create_model("mlp_512_64", num_classes=2), bars[0].test.images[:2], method="gradcam")
     with pytest.raises(FmnistError, match="unknown"):
-        saliency(create_model("mlp_jackson", num_classes=2), bars[0].test.images[:2], method="shap")
+        saliency(create_model("mlp_512_64", num_classes=2), bars[0].test.images[:2], method="shap")
 
 
 def test_embedding_separates_classes(bars, tmp_path):

@@ -83,7 +83,7 @@ def test_tta_views_are_the_image_its_mirror_and_one_pixel_shifts():
     assert all(v.sum() == 255 for v in views)  # shifted, never wrapped around: black comes in
     with pytest.raises(FmnistError, match="tta 'rotate' unknown"):
         tta_views(torch.zeros(1, 1, 28, 28), "rotate")
-    model = create_model("mlp_tyler").eval()
+    model = create_model("mlp_5x128").eval()
     x = torch.randn(5, 1, 28, 28)
     want = sum(model(v) for v in tta_views(x, "flip+shifts")) / 10
     assert torch.allclose(predict_logits(model, x, tta="flip+shifts"), want, atol=1e-5)

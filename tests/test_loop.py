@@ -35,8 +35,8 @@ def test_bf16_asked_for_where_it_is_emulated_says_so(small_ds, monkeypatch):
 
 
 def test_early_stopping_restores_best(small_ds):
-    cfg = TrainConfig(model="mlp_tyler", epochs=30, batch_size=64, lr=3e-2, patience=2)
-    m = create_model("mlp_tyler")
+    cfg = TrainConfig(model="mlp_5x128", epochs=30, batch_size=64, lr=3e-2, patience=2)
+    m = create_model("mlp_5x128")
     h = fit(m, small_ds.train, small_ds.test, cfg, progress=False, log=lambda *_: None)
     assert h.stopped_early and len(h.epoch) < 30
     assert h.best_epoch == int(np.argmin(h.val_loss)) + 1

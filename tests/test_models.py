@@ -25,7 +25,7 @@ def test_every_model_shape_finite_and_gradients(name):
             assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-def test_lenet5_has_seed_parameter_count():
+def test_lenet5_has_the_reference_parameter_count():
     assert sum(p.numel() for p in create_model("lenet5").parameters()) == 44426
 
 

@@ -83,7 +83,7 @@ def test_library_and_cli_resolve_the_same_config_for_every_model(name):
 def test_library_and_cli_resolve_the_same_config_for_every_preset(preset):
     from fmnist.cli import build_parser, train_config_from_args
     from fmnist.config import TrainConfig
-    from fmnist.presets import PRESETS
+    from fmnist.recipes import PRESETS
 
     def cli(*argv):
         args = build_parser().parse_args(["train", *argv])

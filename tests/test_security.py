@@ -87,8 +87,8 @@ def _meta(**changes):
     from fmnist.config import TrainConfig
     from fmnist.data import FASHION_CLASSES
 
-    m = {"format": 1, "model": "mlp_jackson", "model_params": {}, "class_names": list(FASHION_CLASSES),
-         "config": TrainConfig(model="mlp_jackson").to_dict(), "calibration": None, "ood": None}
+    m = {"format": 1, "model": "mlp_512_64", "model_params": {}, "class_names": list(FASHION_CLASSES),
+         "config": TrainConfig(model="mlp_512_64").to_dict(), "calibration": None, "ood": None}
     m.update(changes)
     return m
 
@@ -135,7 +135,7 @@ def test_deeply_nested_metadata_and_a_huge_declared_model_cost_nothing(tmp_path,
     # a file whose tensors are few but whose declared model is valid and large: refused by shape, not built
     big = _crafted(tmp_path / "big.safetensors", _meta(model_params={"widths": [20_000, 20_000]}))
     assert main(["predict", str(big), str(tmp_path / "x.npy")]) == 2
-    _one_line_error(capsys, "big.safetensors", "weights do not fit model 'mlp_jackson' (missing")
+    _one_line_error(capsys, "big.safetensors", "weights do not fit model 'mlp_512_64' (missing")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 200, grown_mb  # the 400M-parameter model (1.6 GB) was never allocated
 
@@ -171,7 +171,7 @@ def test_a_foreign_or_malformed_train_state_is_one_line_on_resume(tmp_path, caps
     (["--seed", str(2**40)], "seed must be a whole number from 0"),
 ])
 def test_bad_training_values_are_one_line(tmp_path, capsys, extra, needle):
-    args = ["train", "mlp_tyler", "--limit", "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
+    args = ["train", "mlp_5x128", "--limit", "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
     assert main(args + extra) == 2
     _one_line_error(capsys, needle)
     assert not (tmp_path / "r").exists()
@@ -184,7 +184,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_default(capsys):
 
 
 def test_widths_that_build_no_model_are_one_line(tmp_path, capsys):
-    assert main(["train", "mlp_jackson", "--limit", "100", "--set", "widths=[-1]", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "mlp_512_64", "--limit", "100", "--set", "widths=[-1]", "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "parameter widths must be a list of whole numbers of at least 1")
 
 
@@ -194,7 +194,7 @@ def test_library_calls_with_the_wrong_types_say_what_they_expected(small_ds, tra
     from fmnist.models import create_model
 
     with pytest.raises(FmnistError, match="train: data must be a Dataset .* got str"):
-        fmnist.train("mlp_jackson", "notdata")
+        fmnist.train("mlp_512_64", "notdata")
     with pytest.raises(FmnistError, match="fit: train must be a Split, got str"):
         fmnist.fit(create_model("lenet5"), "notdata", None, TrainConfig())
     with pytest.raises(FmnistError, match="evaluate: data must be a Dataset or a Split .* got str"):
@@ -297,8 +297,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_files(tmp_path, capsys):
             pytest.fail("CI runs as root and can mount a small tmpfs")
         pytest.skip("needs root to mount a small tmpfs")
     try:
-        # mlp_jackson's 570k parameters (2.3 MB) do not fit in 150 KB: the checkpoint cannot be written
-        assert main(["train", "mlp_jackson", "--limit", "100", "--test-limit", "20", "--epochs", "1", "--quiet",
+        # mlp_512_64's 570k parameters (2.3 MB) do not fit in 150 KB: the checkpoint cannot be written
+        assert main(["train", "mlp_512_64", "--limit", "100", "--test-limit", "20", "--epochs", "1", "--quiet",
                      "--out", str(mnt / "run")]) == 2
         _one_line_error(capsys, "cannot be written (no space left on the device); an earlier file there is kept")
         assert not [f for f in os.listdir(mnt / "run") if f.endswith(".tmp") or ".tmp." in f]

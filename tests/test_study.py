@@ -15,14 +15,14 @@ def test_tiny_study_writes_strict_rows_and_a_report_without_nan(tmp_path, capsys
     assert {"reference recipe", "tuning (reference project 001 random search)", "2-fold cross-validation",
             "augmentation (crop, flip) vs none", "transfer learning", "fmnist preset fast"} <= techniques
     for row in r["rows"]:
-        for k in ("technique", "model", "test_accuracy", "ci95", "seed_figure", "train_seconds", "parameters",
+        for k in ("technique", "model", "test_accuracy", "ci95", "reference_figure", "train_seconds", "parameters",
                   "command", "verdict"):
             assert k in row, (row["key"], k)
         lo, hi = row["ci95"]
         assert 0 <= lo <= row["test_accuracy"] <= hi <= 1 and row["command"].startswith("fmnist ")
     for row in r["rows"]:  # each command parses back to exactly the config its row trained with
         check_command(row, out)
-    assert {row["model"]: row["seed_figure"] for row in r["rows"] if row["technique"] == "reference recipe"}[
+    assert {row["model"]: row["reference_figure"] for row in r["rows"] if row["technique"] == "reference recipe"}[
         "cnn_bn"] == 0.9137
     paired = {c["key"]: c for c in r["paired_with_preset"]}  # every one-model row against the preset, paired
     assert {"train-cnn_bn", "tune-lenet5_tuned", "augment-cnn_basic"} <= set(paired)

@@ -78,7 +78,7 @@ def test_run_stores_calibration_and_reports_it(trained_run):
 def test_run_without_validation_has_no_calibration(small_ds, tmp_path):
     import fmnist
 
-    run = fmnist.train("mlp_jackson", small_ds, tmp_path / "r", epochs=1, val_fraction=0.0, progress=False,
+    run = fmnist.train("mlp_512_64", small_ds, tmp_path / "r", epochs=1, val_fraction=0.0, progress=False,
                        log=lambda *_: None)
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert run.calibration is None and m["conformal"] is None

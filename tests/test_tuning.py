@@ -7,9 +7,9 @@ from fmnist.errors import FmnistError
 from fmnist.tuning import load_space
 
 
-def test_seed001_random_search_resumes_from_storage(tmp_path, capsys):
+def test_reference001_random_search_resumes_from_storage(tmp_path, capsys):
     out = tmp_path / "tune"
-    base = ["tune", "--space", "seed001", "--sampler", "random", "--limit", "300", "--test-limit", "100",
+    base = ["tune", "--space", "reference001", "--sampler", "random", "--limit", "300", "--test-limit", "100",
             "--epochs", "1", "--out", str(out), "--quiet"]
     assert main(base + ["--trials", "2", "--no-retrain"]) == 0
     r = json.loads((out / "tune.json").read_text())

@@ -28,7 +28,7 @@ _API = {
     "RunMetrics": "fmnist.run",
     "Evaluation": "fmnist.metrics",
     "Predictor": "fmnist.predict",
-    "PRESETS": "fmnist.presets",
+    "PRESETS": "fmnist.recipes",
     "cross_validate": "fmnist.cv", "tune": "fmnist.tuning",
     "Calibration": "fmnist.trust", "find_label_issues": "fmnist.labels", "saliency": "fmnist.explain",
     "FmnistError": "fmnist.errors", "DataError": "fmnist.errors",
@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from fmnist.metrics import Evaluation  # noqa: F401
     from fmnist.models import create_model, list_models, model_info, register_model  # noqa: F401
     from fmnist.predict import Predictor  # noqa: F401
-    from fmnist.presets import PRESETS  # noqa: F401
+    from fmnist.recipes import PRESETS  # noqa: F401
     from fmnist.run import Run, RunMetrics, evaluate, train, train_run  # noqa: F401
     from fmnist.trust import Calibration  # noqa: F401
     from fmnist.tuning import tune  # noqa: F401

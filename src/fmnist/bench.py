@@ -21,7 +21,7 @@ from fmnist.errors import FmnistError
 from fmnist.inference import autocast_dtype, numpy_logits, predict_logits, resolve_device
 from fmnist.loop import fit
 from fmnist.models import count_parameters, create_model, model_info
-from fmnist.presets import Preset, get_preset
+from fmnist.recipes import Preset, get_preset
 
 
 def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int, batch_size: int,
@@ -177,21 +177,21 @@ def format_time_to_accuracy(r: dict) -> str:
     return "\n".join(lines)
 
 
-def time_to_seed_figure(ds: Dataset, preset: str = "fast", reference_model: str = "cnn_bn",
-                        timed_epochs: int = 2, device: str = "auto", log: Any = print) -> dict:
+def time_to_reference(ds: Dataset, preset: str = "fast", reference_model: str = "cnn_bn",
+                      timed_epochs: int = 2, device: str = "auto", log: Any = print) -> dict:
     """The time to reach a reference project's best published figure (model_info(reference_model)
-    .reference_accuracy: 91.37% for seed 002's CNN2) two ways, measured side by side in one run: fmnist's preset
+    .reference: 91.37% for reference project 002's CNN 2) two ways, measured side by side in one run: fmnist's preset
     (test accuracy after each epoch; the first epoch at or above the figure) and the reference recipe in the plain
     PyTorch loop (its epochs as published, e.g. Adam 1e-4, batch 64, 50 epochs), whose total is estimated from
     `timed_epochs` timed epochs: seconds per epoch x the recipe's epochs. The test set chooses nothing here."""
     if ds.test is None:
-        raise FmnistError("--time-to-seed needs a test split")
+        raise FmnistError("--time-to-reference needs a test split")
     if timed_epochs < 1:
         raise FmnistError(f"--timed-epochs must be at least 1, got {timed_epochs}")
     info = model_info(reference_model)
-    if info.reference_accuracy is None:
+    if info.reference is None:
         raise FmnistError(f"model '{reference_model}' has no published reference figure")
-    target, recipe = info.reference_accuracy, dict(info.recipe)
+    target, recipe = info.reference.accuracy, info.recipe
     dev = resolve_device(device)
     fm = _timed_run(ds, get_preset(preset), 0, device, (target,), log)
     fm_seconds = next((c["train_seconds"] for c in fm["curve"] if c["test_accuracy"] >= target), None)
@@ -214,7 +214,7 @@ def time_to_seed_figure(ds: Dataset, preset: str = "fast", reference_model: str 
                     "after which the reference project published its figure"}
 
 
-def format_time_to_seed_figure(r: dict) -> str:
+def format_time_to_reference(r: dict) -> str:
     """Two lines and the ratio."""
     fm = r["fmnist_seconds_to_target"]
     lines = [f"time to {r['target']:.2%} test accuracy (the best figure of the reference projects):",
@@ -228,21 +228,22 @@ def format_time_to_seed_figure(r: dict) -> str:
     return "\n".join(lines)
 
 
-BENCH_MODES = (None, "time_to_accuracy", "time_to_seed")
+BENCH_MODES = (None, "time_to_accuracy", "time_to_reference")
 
 
 def bench_options(mode: str | None, models: str | None = None, epochs: int | None = None,
                   batch_size: int | None = None, seeds: int | None = None, timed_epochs: int | None = None,
                   preset: str | None = None) -> dict[str, Any]:
-    """The settings of one bench mode (None: the plain bench; "time_to_accuracy"; "time_to_seed") with their
+    """The settings of one bench mode (None: the plain bench; "time_to_accuracy"; "time_to_reference") with their
     defaults. Each option belongs to one mode: one given to another would be ignored without a word, so it is
     refused in one line."""
     if mode not in BENCH_MODES:
-        raise FmnistError(f"bench mode {mode!r} unknown; choose time_to_accuracy, time_to_seed or none")
-    flag = {None: "the plain bench", "time_to_accuracy": "--time-to-accuracy", "time_to_seed": "--time-to-seed"}
+        raise FmnistError(f"bench mode {mode!r} unknown; choose time_to_accuracy, time_to_reference or none")
+    flag = {None: "the plain bench", "time_to_accuracy": "--time-to-accuracy",
+            "time_to_reference": "--time-to-reference"}
     belongs = {"--models": (models, (None,)), "--epochs": (epochs, (None,)), "--batch-size": (batch_size, (None,)),
-               "--seeds": (seeds, ("time_to_accuracy",)), "--timed-epochs": (timed_epochs, ("time_to_seed",)),
-               "--preset": (preset, ("time_to_accuracy", "time_to_seed"))}
+               "--seeds": (seeds, ("time_to_accuracy",)), "--timed-epochs": (timed_epochs, ("time_to_reference",)),
+               "--preset": (preset, ("time_to_accuracy", "time_to_reference"))}
     for name, (value, modes) in belongs.items():
         if value is not None and mode not in modes:
             where = " or ".join(flag[m] if m else "the plain bench" for m in modes)
@@ -250,7 +251,7 @@ def bench_options(mode: str | None, models: str | None = None, epochs: int | Non
                               f"{'to' if mode is None else 'with'} {flag[mode]}")
     if seeds is not None and seeds < 1:
         raise FmnistError(f"--seeds must be at least 1, got {seeds}")
-    if mode == "time_to_seed":
+    if mode == "time_to_reference":
         return {"preset": preset or "fast", "timed_epochs": 2 if timed_epochs is None else timed_epochs}
     if mode == "time_to_accuracy":
         return {"preset": preset or "best", "seeds": 1 if seeds is None else seeds}
@@ -263,9 +264,9 @@ def run_bench(ds: Dataset, mode: str | None = None, device: str = "auto", **opti
     from fmnist.run import provenance
 
     settings = bench_options(mode, **options)
-    if mode == "time_to_seed":
-        res = time_to_seed_figure(ds, device=device, **settings)
-        text = format_time_to_seed_figure(res)
+    if mode == "time_to_reference":
+        res = time_to_reference(ds, device=device, **settings)
+        text = format_time_to_reference(res)
     elif mode == "time_to_accuracy":
         res = time_to_accuracy(ds, device=device, **settings)
         text = format_time_to_accuracy(res)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from fmnist.errors import FmnistError
+from fmnist.recipes import PRESETS, get_preset
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -67,14 +68,14 @@ class TrainConfig:
         """The config `fmnist train MODEL` uses: the model's recipe, replaced by a preset's settings when one is
         named, then the explicit settings. MODEL may be a preset's name (`for_model("fast")`)."""
         from fmnist.models import list_models, model_info
-        from fmnist.presets import PRESETS, get_preset
 
         if model in PRESETS and model not in list_models():  # `fmnist train fast`: the preset and its model
             if preset not in (None, model):
                 raise FmnistError(f"'{model}' is a preset; do not give preset {preset!r} with it")
             model, preset = PRESETS[model].model, model
-        info = model_info(model)  # an unknown name: one line listing the known ones
-        base = dict(get_preset(preset).config) if preset else dict(info.recipe or {}) if recipe else {}
+        info = model_info(model)  # an unknown name: one line listing the known ones; an old one: its new name
+        model = info.name
+        base = dict(get_preset(preset).config) if preset else info.recipe if recipe else {}
         if preset and get_preset(preset).model == model:  # the preset's own model gets its parameters too
             model_params = {**get_preset(preset).model_params, **(model_params or {})}
         unknown = sorted(set(settings) - {f.name for f in fields(cls)} - {"model"})

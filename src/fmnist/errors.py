@@ -44,3 +44,16 @@ def require_extra(extra: str, *modules: str) -> None:
         what = ", ".join(m if why == "not installed" else f"{m} ({why})" for m, why in found.items())
         raise Unavailable(f"this needs {what}, from fmnist's optional extra '{extra}': "
                           f"pip install 'fmnist[{extra}]'")
+
+
+_RENAMED: set[str] = set()  # old names already noted in this process
+
+
+def note_renamed(kind: str, old: str, new: str) -> str:
+    """`new`, after one note on stderr (once a process) that `old` is a name of the previous release."""
+    import sys
+
+    if old not in _RENAMED:
+        _RENAMED.add(old)
+        print(f"note: {kind} '{old}' is now called '{new}'; the old name works for one more release", file=sys.stderr)
+    return new

@@ -66,7 +66,7 @@ def verdict_table(rows: list[Row]) -> str:
         diff = DASH if r.difference is None else f"{100 * r.difference:+.2f}"
         out.append(f"<tr><td class='l'><a href='#{html.escape(r.key)}'>{html.escape(r.technique)}</a></td>"
                    f"<td class='l'>{html.escape(r.model)}</td><td><b>{_pct(r.test_accuracy)}</b></td>"
-                   f"<td>{_pct(r.ci95[0])} – {_pct(r.ci95[1])}</td><td>{_pct(r.seed_figure)}</td><td>{diff}</td>"
+                   f"<td>{_pct(r.ci95[0])} – {_pct(r.ci95[1])}</td><td>{_pct(r.reference_figure)}</td><td>{diff}</td>"
                    f"<td class='l {_verdict_class(r)}'>{html.escape(r.verdict)}</td>"
                    f"<td>{r.train_seconds:,.0f} s</td></tr>")
     out.append("</table>")
@@ -98,7 +98,7 @@ def write_report(result: StudyResult, out: Path) -> Path:
         plots.accuracy_vs_time([r.model if r.technique == "reference recipe" else
                                 f"{r.model} ({r.technique.split(' (')[0]})" for r in rows],
                                [r.test_accuracy for r in rows], [r.train_seconds for r in rows],
-                               [r.ci95 for r in rows], [r.seed_figure for r in rows], out / "accuracy_vs_time.png")
+                               [r.ci95 for r in rows], [r.reference_figure for r in rows], out / "accuracy_vs_time.png")
     prov = result.provenance
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>fmnist study ({p.name})</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -148,8 +148,8 @@ def write_report(result: StudyResult, out: Path) -> Path:
                      f"{_pct(r.ci95[1])} ({html.escape(r.interval)}); validation accuracy {_pct(r.val_accuracy)}; "
                      f"{r.train_seconds:,.0f} s of training"
                      + (f"; {r.parameters:,} parameters" if r.parameters else "") + ".</p>")
-        if r.seed_figure is not None:
-            parts.append(f"<p>Reference: {html.escape(r.reference or '')}, {_pct(r.seed_figure)}. "
+        if r.reference_figure is not None:
+            parts.append(f"<p>Reference: {html.escape(r.reference or '')}, {_pct(r.reference_figure)}. "
                          f"<span class='{_verdict_class(r)}'>{html.escape(r.verdict)}</span>.</p>")
         elif r.technique.startswith("augmentation"):
             parts.append(f"<p><b>{html.escape(r.verdict)}</b> (with: {_pct(r.details['with_test_accuracy'])}, "

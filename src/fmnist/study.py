@@ -24,70 +24,17 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset
 from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import prepare_out_dir, write_json
+from fmnist.recipes import (
+    CV_FIGURE,
+    REFERENCE_MODELS,
+    TRANSFER_FIGURE,
+    TUNE_FIGURE,
+    Figure,
+    Profile,
+    get_preset,
+    get_profile,
+)
 from fmnist.rundir import AUGMENTATION, CONFUSION, EMBEDDING, LEARNING_CURVES, MISCLASSIFIED, RELIABILITY, RunDir
-
-# the reference projects' models trained with their own recipe, in the order of the table
-REFERENCE_MODELS = ("mlp_jackson", "lenet5", "cnn_basic", "cnn_bn", "cnn_seed000")
-# what each model's reference figure (ModelInfo.reference_accuracy) is
-REFERENCE_TEXT = {
-    "mlp_jackson": "reference project 004: the 'Jackson' MLP, test accuracy",
-    "lenet5": "reference project 001: LeNet-5, validation accuracy (it published no test figure)",
-    "cnn_basic": "reference project 002: CNN 1, test accuracy",
-    "cnn_bn": "reference project 002: CNN 2 (BatchNorm, Dropout), test accuracy",
-    "cnn_seed000": "reference project 000: its CNN with the grid search's best settings, test accuracy",
-}
-# reference figures of techniques that are not a model's own (test accuracy unless said)
-CV_REFERENCE = (0.8725, "reference project 000: 5-fold cross-validation, test average")
-TUNE_REFERENCE = (0.8947, "reference project 001: tuned LeNet-5 (random search), validation accuracy")
-TRANSFER_REFERENCE = (0.8294, "reference project 000: VGG19, frozen, new output layer")
-
-# Converging recipes for the quick profile: fmnist's loop with a one-cycle schedule and enough epochs to converge,
-# on the training data less a 10% validation split (the reference projects kept validation sets). Each was chosen
-# on that split (test set unused); the validation accuracy and training time measured then are in the comments.
-QUICK_RECIPES: dict[str, dict[str, Any]] = {
-    "mlp_jackson": dict(epochs=15, batch_size=256, schedule="onecycle", lr=2e-3, val_fraction=0.1),  # 90.15%, 18 s
-    "lenet5": dict(epochs=15, batch_size=128, schedule="onecycle", lr=3e-3, val_fraction=0.1),  # 90.78%, 29 s
-    "lenet5_tuned": dict(epochs=15, batch_size=128, schedule="onecycle", val_fraction=0.1),  # lr, width: searched
-    "cnn_basic": dict(epochs=12, batch_size=128, schedule="onecycle", lr=2e-3, val_fraction=0.1),  # 92.08%, 44 s
-    # 92.87%, 142 s; 15 epochs were no better on validation (92.85% at epoch 13) and took 275 s
-    "cnn_bn": dict(epochs=8, batch_size=128, schedule="onecycle", lr=3e-3, val_fraction=0.1),
-    "cnn_seed000": dict(epochs=8, batch_size=128, schedule="onecycle", lr=2e-3, val_fraction=0.1),  # 12 ep: 92.87%
-    # frozen ImageNet features at 64x64 (computed once, 80 s) and a dense head as project 001 used: 89.32%, 97 s
-    "efficientnet_lite0_tl": dict(epochs=15, batch_size=256, schedule="onecycle", lr=2e-3, val_fraction=0.1,
-                                  model_params={"image_size": 64, "head": "mlp"}),
-}
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How much work each technique gets."""
-
-    name: str
-    limit: int | None  # training rows used (None: all)
-    test_limit: int | None  # test rows used (None: all 10,000)
-    recipes: dict[str, dict[str, Any]] | None  # per-model settings over the reference recipe (None: the reference's)
-    epoch_cap: int | None  # a cap on every recipe's epochs (the tiny profile, for tests)
-    cv_model: str
-    folds: int
-    cv_epochs: int | None  # epochs of each fold's model (None: the recipe's)
-    tune_trials: int
-    tune_limit: int | None  # rows for the search (its validation split is a fifth of them)
-    tune_epochs: int
-    augment_model: str
-    augment_epochs: int | None  # the budget of both arms of the augmentation comparison (None: the recipe's)
-    transfer: tuple[str, ...]
-    preset: str  # fmnist's own recipe (fmnist.presets) closing the table
-    preset_epochs: int | None  # cap on the preset's epochs (None: as the preset says)
-
-
-PROFILES = {
-    "tiny": Profile("tiny", 500, 200, QUICK_RECIPES, 1, "lenet5", 2, None, 2, 300, 1, "cnn_basic", 1,
-                    ("efficientnet_lite0_tl",), "fast", 1),
-    "quick": Profile("quick", None, None, QUICK_RECIPES, None, "lenet5", 5, 5, 4, 12000, 2, "cnn_basic", None,
-                     ("efficientnet_lite0_tl",), "fast", None),
-    "full": Profile("full", None, None, None, None, "cnn_seed000", 5, None, 20, None, 8, "cnn_basic", None,
-                    ("efficientnet_lite0_tl", "vgg16_tl", "vgg19_tl", "resnet50_tl"), "max", None),
-}
 
 
 @dataclass(frozen=True)
@@ -100,7 +47,7 @@ class Row:
     test_accuracy: float  # 0..1 (the mean over folds for cross-validation)
     ci95: tuple[float, float]  # 95% interval of test_accuracy
     interval: str  # how ci95 was computed
-    seed_figure: float | None  # the reference project's published figure this row reproduces (0..1)
+    reference_figure: float | None  # the reference project's published figure this row reproduces (0..1)
     reference: str | None  # which figure that is
     verdict: str  # above / below the reference beyond noise, or within noise of it
     train_seconds: float
@@ -115,7 +62,7 @@ class Row:
     @property
     def difference(self) -> float | None:
         """fmnist minus the reference figure."""
-        return None if self.seed_figure is None else self.test_accuracy - self.seed_figure
+        return None if self.reference_figure is None else self.test_accuracy - self.reference_figure
 
     def to_dict(self) -> dict[str, Any]:
         """As a JSON-ready dict (results.json's rows)."""
@@ -125,6 +72,8 @@ class Row:
     def from_dict(cls, d: dict[str, Any]) -> Row:
         """From result.json."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if "seed_figure" in d:  # a result.json written by the previous release
+            d = {**d, "reference_figure": d["seed_figure"]}
         return cls(**{k: (tuple(v) if k == "ci95" else v) for k, v in d.items() if k in names})
 
 
@@ -150,7 +99,7 @@ def command_for(config: TrainConfig, verb: str = "train", extra: list[str] | Non
                 data: list[str] | None = None) -> str:
     """The shortest `fmnist` command line whose config equals `config` (flags for what differs from the
     model's recipe)."""
-    from fmnist.presets import PRESETS
+    from fmnist.recipes import PRESETS
 
     for name in PRESETS:  # a preset's own config: its name says it all
         if verb == "train" and config == TrainConfig.for_model(name):
@@ -205,7 +154,7 @@ def _run_pictures(run_dir: Path, root: Path, misclassified: bool = False) -> lis
     return [str((run_dir / f).relative_to(root)) for f in names if (run_dir / f).exists()]
 
 
-def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root: Path, reference: tuple | None,
+def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root: Path, reference: Figure | None,
                progress: bool | None, data_args: list[str], mlflow: str | None = None) -> Row:
     """Train one model with one config, test it once."""
     from fmnist.run import finished, train_run
@@ -214,7 +163,7 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
     run = finished(train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow))
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
-    ref, ref_text = reference or (None, None)
+    ref, ref_text = (reference.accuracy, reference.text) if reference else (None, None)
     explained = technique.startswith("fmnist")  # the preset's row shows what the model learned
     if explained:
         from fmnist.explain import embedding_map
@@ -238,7 +187,7 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
     tds = _first(ds, profile.tune_limit)  # the first rows, as `--limit` takes them: the command reproduces it
     search = config.replace(epochs=profile.tune_epochs)
     t0 = time.perf_counter()
-    r = tune(search, tds, SPACES["seed001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
+    r = tune(search, tds, SPACES["reference001"], sdir, sampler="random", trials=profile.tune_trials, retrain=False,
              log=_quiet, mlflow=mlflow)
     search_seconds = time.perf_counter() - t0
     if not r.complete:  # stopped by Ctrl-C after a trial: the study stops; a rerun resumes the search
@@ -251,11 +200,11 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
     limit = ["--limit", str(len(tds.train))] if len(tds.train) < len(ds.train) else []
     search_data = [a for i, a in enumerate(data_args)  # the search's own --limit replaces the study's
                    if not limit or "--limit" not in (a, data_args[i - 1] if i else "")]
-    cmd = (command_for(search, "tune", ["--space", "seed001", "--sampler", "random", "--trials",
+    cmd = (command_for(search, "tune", ["--space", "reference001", "--sampler", "random", "--trials",
                                         str(profile.tune_trials), "--no-retrain", *limit], search_data)
            + "  # then: " + command_for(best, data=data_args))
     return Row(key, "tuning (reference project 001 random search)", config.model, m.test_accuracy, ci, how,
-               TUNE_REFERENCE[0], TUNE_REFERENCE[1], verdict(ci, TUNE_REFERENCE[0]),
+               TUNE_FIGURE.accuracy, TUNE_FIGURE.text, verdict(ci, TUNE_FIGURE.accuracy),
                m.train_seconds + search_seconds, m.parameters, cmd, describe(best),
                m.val_accuracy, details={"best_params": r.best_params, "trials": r.n_finished,
                                         "search_rows": len(tds.train), "search_epochs": profile.tune_epochs,
@@ -283,7 +232,7 @@ def cv_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: 
     ci = (max(0.0, min(t_lo, w_lo)), min(1.0, max(t_hi, w_hi)))  # an accuracy stays in 0..1
     return Row(key, f"{profile.folds}-fold cross-validation", config.model, mean, ci,
                f"mean of {len(accs)} folds: the wider of the t interval over folds and Wilson",
-               CV_REFERENCE[0], CV_REFERENCE[1], verdict(ci, CV_REFERENCE[0]),
+               CV_FIGURE.accuracy, CV_FIGURE.text, verdict(ci, CV_FIGURE.accuracy),
                sum(f.train_seconds for f in s.per_fold), None,
                command_for(config, "cv", ["--folds", str(profile.folds)], data_args), describe(config),
                s.val_accuracy.mean if s.val_accuracy else None,
@@ -403,17 +352,11 @@ class StudyResult:
 def plan(profile: Profile, data_args: list[str], mlflow: str | None = None) -> list[Step]:
     """The steps of a study, in the order of the table."""
     from fmnist.models import model_info
-    from fmnist.presets import get_preset
-
-    def ref(model: str) -> tuple[float, str] | None:
-        info = model_info(model)
-        return (info.reference_accuracy, REFERENCE_TEXT[model]) if info.reference_accuracy else None
-
     steps = []
     for m in REFERENCE_MODELS:
         cfg = recipe(m, profile)
         steps.append(Step(f"train-{m}", f"reference recipe: {m}",
-                          lambda ds, root, pr, k=f"train-{m}", c=cfg, r=ref(m):
+                          lambda ds, root, pr, k=f"train-{m}", c=cfg, r=model_info(m).reference:
                           train_step(k, "reference recipe", c, ds, root, r, pr, data_args, mlflow)))
     tcfg = recipe("lenet5_tuned", profile)
     steps.append(Step("tune-lenet5_tuned", "tuning: lenet5_tuned",
@@ -432,7 +375,7 @@ def plan(profile: Profile, data_args: list[str], mlflow: str | None = None) -> l
         cfg = recipe(m, profile)
         steps.append(Step(f"transfer-{m}", f"transfer learning: {m}",
                           lambda ds, root, pr, k=f"transfer-{m}", c=cfg:
-                          train_step(k, "transfer learning", c, ds, root, TRANSFER_REFERENCE, pr, data_args, mlflow)))
+                          train_step(k, "transfer learning", c, ds, root, TRANSFER_FIGURE, pr, data_args, mlflow)))
     p = get_preset(profile.preset)
     pcfg = TrainConfig.for_model(p.name)
     if profile.preset_epochs:
@@ -460,9 +403,7 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
     from fmnist.data.report import describe_data
     from fmnist.run import provenance
 
-    if profile_name not in PROFILES:
-        raise FmnistError(f"profile '{profile_name}' unknown; choose from {', '.join(PROFILES)}")
-    profile = PROFILES[profile_name]
+    profile = get_profile(profile_name)
     full = load_dataset(data, test_data)
     if full.test is None:
         raise FmnistError(f"{full.source}: the study needs a test split (give --test-data)")
@@ -504,7 +445,7 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
         write_json(done, row.to_dict())
         rows.append(row)
         log(f"  test accuracy {row.test_accuracy:.2%} [{row.ci95[0]:.2%}, {row.ci95[1]:.2%}]"
-            + (f", reference {row.seed_figure:.2%}: {row.verdict}" if row.seed_figure else f"; {row.verdict}")
+            + (f", reference {row.reference_figure:.2%}: {row.verdict}" if row.reference_figure else f"; {row.verdict}")
             + f" ({row.train_seconds:.0f} s)")
     result = StudyResult(profile, audit, rows, skipped, paired_with_preset(rows, out), time.perf_counter() - t0,
                          full.source, provenance())
@@ -519,7 +460,7 @@ def format_study(result: StudyResult, out: str | os.PathLike) -> str:
     """What `fmnist study` prints: one line per row (test accuracy, interval, reference figure, verdict)."""
     lines = [f"{'technique':<34}{'model':<24}{'test acc':>9}{'95% interval':>17}{'reference':>11}  verdict"]
     for r in result.rows:
-        ref = f"{r.seed_figure:.2%}" if r.seed_figure is not None else "—"
+        ref = f"{r.reference_figure:.2%}" if r.reference_figure is not None else "—"
         ci = f"{r.ci95[0]:.2%}-{r.ci95[1]:.2%}"
         lines.append(f"{r.technique[:33]:<34}{r.model:<24}{r.test_accuracy:>9.2%}{ci:>17}{ref:>11}  {r.verdict}")
     lines.append(f"study finished in {result.seconds / 60:.1f} min: {out}/report.html, {out}/results.json")

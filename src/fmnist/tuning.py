@@ -31,9 +31,10 @@ import torch
 
 from fmnist.config import TrainConfig
 from fmnist.data import Dataset, holdout_split
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, note_renamed
 from fmnist.files import prepare_out_dir, write_json
 from fmnist.loop import fit
+from fmnist.recipes import SPACE_ALIASES
 from fmnist.tracking import track
 
 if TYPE_CHECKING:
@@ -50,10 +51,11 @@ from fmnist.workers import (
     storage_url,
 )
 
-# seed 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and seed 001's RandomSearch
+# reference project 000's grid (its best: batch 500, 30 epochs, tanh, Adam 1e-3, momentum 0) and reference
+# project 001's RandomSearch
 SPACES: dict[str, dict] = {
-    "seed000": {
-        "model": "cnn_seed000",
+    "reference000": {
+        "model": "cnn_dense100",
         "params": {
             "batch_size": {"type": "categorical", "choices": [128, 500]},
             "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
@@ -62,7 +64,7 @@ SPACES: dict[str, dict] = {
             "momentum": {"type": "categorical", "choices": [0.0, 0.9]},
         },
     },
-    "seed001": {
+    "reference001": {
         "model": "lenet5_tuned",
         "params": {
             "dense_units": {"type": "int", "low": 64, "high": 128, "step": 16},
@@ -114,6 +116,8 @@ class TuneResult:
 
 def load_space(spec: str) -> dict:
     """A preset name or a TOML file -> {'params': {...}, 'model': optional}."""
+    if spec in SPACE_ALIASES:  # an old name of the previous release
+        spec = note_renamed("search space", spec, SPACE_ALIASES[spec])
     if spec in SPACES:
         return SPACES[spec]
     p = Path(spec)

@@ -72,7 +72,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
     from fmnist.config import TrainConfig
-    from fmnist.presets import PRESETS
+    from fmnist.recipes import PRESETS
 
     g = p.add_argument_group("training (defaults: the model's recipe, see `fmnist models`; a preset's settings "
                              "replace it)")

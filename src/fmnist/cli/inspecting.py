@@ -22,7 +22,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from fmnist.models import format_models
-    from fmnist.presets import PRESETS
+    from fmnist.recipes import PRESETS
 
     print(format_models())
     print("\npresets (`fmnist train NAME`, or `--preset NAME` for another model):")
@@ -54,9 +54,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from fmnist.bench import bench_options, run_bench
     from fmnist.files import prepare_out_dir, write_json
 
-    if args.time_to_accuracy and args.time_to_seed:
-        raise FmnistError("give one of --time-to-accuracy and --time-to-seed")
-    mode = "time_to_accuracy" if args.time_to_accuracy else "time_to_seed" if args.time_to_seed else None
+    if args.time_to_accuracy and args.time_to_reference:
+        raise FmnistError("give one of --time-to-accuracy and --time-to-reference")
+    mode = "time_to_accuracy" if args.time_to_accuracy else "time_to_reference" if args.time_to_reference else None
     options = dict(models=args.models, epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds,
                    timed_epochs=args.timed_epochs, preset=args.preset_given)
     bench_options(mode, **options)  # refused before the data is read
@@ -102,13 +102,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-to-accuracy", action="store_true",
                    help="instead: train --preset and print the training time at which each of 90-95%% test "
                         "accuracy was first reached")
-    p.add_argument("--time-to-seed", action="store_true",
+    p.add_argument("--time-to-reference", "--time-to-seed", action="store_true",  # the old name: one release
                    help="instead: the training time to the reference projects' best figure (91.37%%, reference "
                         "project 002's CNN2) with fmnist's --preset against CNN2's own recipe in the plain PyTorch "
                         "loop (Adam 1e-4, batch 64, 50 epochs; estimated from --timed-epochs timed epochs)")
-    p.add_argument("--timed-epochs", type=int, metavar="N", help="with --time-to-seed (default 2)")
+    p.add_argument("--timed-epochs", type=int, metavar="N", help="with --time-to-reference (default 2)")
     p.add_argument("--preset", dest="preset_given", metavar="PRESET",
-                   help="with --time-to-accuracy (default best) or --time-to-seed (default fast): fast, best, max")
+                   help="with --time-to-accuracy (default best) or --time-to-reference (default fast): fast, best, max")
     p.add_argument("--seeds", type=int, metavar="N", help="with --time-to-accuracy: runs, for mean ± std "
                                                           "(default 1)")
     p.add_argument("--out", default="bench.json", metavar="FILE", help="results as JSON (default bench.json)")

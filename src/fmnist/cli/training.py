@@ -180,8 +180,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "The best configuration is retrained and tested once.")
     p.add_argument("model", metavar="MODEL", nargs="?", help="default: the space's model")
     p.add_argument("--space", default="lr-wd",
-                   help="a named space (seed000: reference project 000's grid; seed001: reference project 001's "
-                        "random search; lr-wd) or a TOML file")
+                   help="a named space (reference000: reference project 000's grid; reference001: reference "
+                        "project 001's random search; lr-wd) or a TOML file")
     p.add_argument("--sampler", choices=("grid", "random", "tpe"), default="tpe",
                    help="grid: every combination; random; tpe (default): Optuna's Bayesian sampler")
     p.add_argument("--trials", type=int, metavar="N", help="finished trials wanted in the study (default: grid "

@@ -15,7 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, note_renamed
+from fmnist.recipes import MODEL_ALIASES, Figure
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,20 @@ class ModelInfo:
     description: str
     factory: Callable[..., nn.Module]
     pretrained: bool = False  # transfer-learning model: takes `weights=`
-    reference_accuracy: float | None = None  # its reference project's published test accuracy
-    recipe: dict | None = None  # the reference project's training recipe (TrainConfig fields)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """Its training recipe (TrainConfig fields): the reference project's, or fmnist's own (fmnist.recipes)."""
+        from fmnist.recipes import MODEL_RECIPES
+
+        return dict(MODEL_RECIPES.get(self.name, {}))
+
+    @property
+    def reference(self) -> Figure | None:
+        """The figure its reference project published, for a model that reproduces one."""
+        from fmnist.recipes import MODEL_FIGURES
+
+        return MODEL_FIGURES.get(self.name)
 
     def defaults(self) -> dict[str, Any]:
         """The factory's parameters and their defaults."""
@@ -39,12 +52,12 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, description: str, pretrained: bool = False, reference_accuracy: float | None = None,
-                   recipe: dict | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: add a factory to the registry under its function name."""
+def register_model(family: str, description: str, pretrained: bool = False
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: add a factory to the registry under its function name (its recipe lives in fmnist.recipes)."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, description, fn, pretrained, reference_accuracy, recipe)
+        _REGISTRY[fn.__name__] = ModelInfo(fn.__name__, family, description, fn, pretrained)
         return fn
 
     return deco
@@ -61,8 +74,11 @@ def list_models(family: str | None = None) -> list[str]:
 
 
 def model_info(name: str) -> ModelInfo:
-    """The registry entry of `name`; an unknown name lists the known ones."""
+    """The registry entry of `name` (an old name of the previous release too, with a note on stderr); an unknown
+    name lists the known ones."""
     _ensure_loaded()
+    if name in MODEL_ALIASES and name not in _REGISTRY:
+        name = note_renamed("model", name, MODEL_ALIASES[name])
     if name not in _REGISTRY:
         raise FmnistError(f"unknown model '{name}'; known models: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]

@@ -13,7 +13,7 @@ def conv_act_pool(conv: nn.Conv2d, act: str) -> list[nn.Module]:
 
     For a non-decreasing activation, act(max(a, b)) == max(act(a), act(b)) exactly, so the pool runs first and the
     activation (and its backward) touches a 4x smaller tensor: the same function, 15% faster training for
-    cnn_basic, 30% for cnn_seed000 (tanh). Neither layer has parameters, so the order does not change the state dict.
+    cnn_basic, 30% for cnn_dense100 (tanh). Neither layer has parameters, so the order does not change the state dict.
     """
     if act in NON_DECREASING:
         return [conv, nn.MaxPool2d(2), act_layer(act)]
@@ -32,22 +32,19 @@ def _lenet(num_classes: int, dense_units: int, act: str) -> nn.Sequential:
     )
 
 
-@register_model("lenet", "LeNet-5 of reference project 001: conv6@5x5, pool, conv16@5x5, pool, 120, 84 (44,426 params)",
-                reference_accuracy=0.8947, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
+@register_model("lenet", "LeNet-5 of reference project 001: conv6@5x5, pool, conv16@5x5, pool, 120, 84 (44,426 params)")
 def lenet5(num_classes: int = 10, activation: str = "relu") -> nn.Module:
     return _lenet(num_classes, 120, activation)
 
 
-@register_model("lenet", "reference project 001's tuned LeNet-5: first dense layer's width a parameter (64..128)",
-                reference_accuracy=0.8947, recipe=dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-3))
+@register_model("lenet", "reference project 001's tuned LeNet-5: first dense layer's width a parameter (64..128)")
 def lenet5_tuned(num_classes: int = 10, dense_units: int = 128, activation: str = "relu") -> nn.Module:
     if not 1 <= dense_units <= 4096:
         raise ValueError(f"dense_units must be in 1..4096, got {dense_units}")
     return _lenet(num_classes, dense_units, activation)
 
 
-@register_model("cnn", "reference project 002's CNN 1: conv32 3x3, pool, conv64 3x3, pool, dense 128",
-                reference_accuracy=0.901, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-3))
+@register_model("cnn", "reference project 002's CNN 1: conv32 3x3, pool, conv64 3x3, pool, dense 128")
 def cnn_basic(num_classes: int = 10, dense_units: int = 128, activation: str = "relu") -> nn.Module:
     return nn.Sequential(
         *conv_act_pool(nn.Conv2d(1, 32, 3), activation),  # (B, 32, 13, 13)
@@ -58,8 +55,7 @@ def cnn_basic(num_classes: int = 10, dense_units: int = 128, activation: str = "
     )
 
 
-@register_model("cnn", "reference project 002's CNN 2: three conv blocks 32/64/128 with BatchNorm and Dropout",
-                reference_accuracy=0.9137, recipe=dict(epochs=50, batch_size=64, optimizer="adam", lr=1e-4))
+@register_model("cnn", "reference project 002's CNN 2: three conv blocks 32/64/128 with BatchNorm and Dropout")
 def cnn_bn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 0.5, dense_units: int = 128,
            widths: tuple[int, int, int] = (32, 64, 128)) -> nn.Module:
     layers: list[nn.Module] = []
@@ -76,11 +72,9 @@ def cnn_bn(num_classes: int = 10, dropout: float = 0.25, dense_dropout: float = 
 
 
 @register_model("cnn", "reference project 000's Keras CNN (conv32, pool, conv64, pool, dense 100), activation a "
-                       "parameter",
-                reference_accuracy=0.89579,
-                recipe=dict(epochs=30, batch_size=500, optimizer="adam", lr=1e-3))
-def cnn_seed000(num_classes: int = 10, activation: str = "tanh", dense_units: int = 100,
-                filters: tuple[int, int] = (32, 64)) -> nn.Module:
+                       "parameter")
+def cnn_dense100(num_classes: int = 10, activation: str = "tanh", dense_units: int = 100,
+                 filters: tuple[int, int] = (32, 64)) -> nn.Module:
     # reference project 000 publishes its grid and best values (tanh, Adam 1e-3, batch 500, 30 epochs), not the layers:
     # this is the standard Keras Fashion-MNIST CNN its grid search wraps.
     f1, f2 = filters

@@ -87,18 +87,13 @@ class ResNetFM(nn.Module):
         return self.head(x)
 
 
-_RECIPE = dict(epochs=12, batch_size=256, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True, weight_decay=5e-4,
-               schedule="onecycle", label_smoothing=0.1, augment="crop,flip")
-
-
-@register_model("resnet", "fmnist's residual net (ResNet-9 style, pool-first blocks, ReLU) for best accuracy",
-                recipe=_RECIPE)
+@register_model("resnet", "fmnist's residual net (ResNet-9 style, pool-first blocks, ReLU) for best accuracy")
 def resnet_fm(num_classes: int = 10, width: int = 32, dropout: float = 0.1, activation: str = "relu",
               stem: str = "conv") -> nn.Module:
     return ResNetFM(num_classes, width, dropout, activation, stem)
 
 
-@register_model("resnet", "a smaller, faster resnet_fm (width 16)", recipe=_RECIPE)
+@register_model("resnet", "a smaller, faster resnet_fm (width 16)")
 def resnet_fm_small(num_classes: int = 10, width: int = 16, dropout: float = 0.1,
                     activation: str = "relu", stem: str = "conv") -> nn.Module:
     return ResNetFM(num_classes, width, dropout, activation, stem)

@@ -137,8 +137,7 @@ class _EffNetFeatures(nn.Module):
 _TL_DOC = "num_classes, weights (imagenet|none|PATH), image_size, head (linear|mlp), dropout, trainable_blocks"
 
 
-@register_model("transfer", "EfficientNet-Lite0 (ImageNet, offline weights) frozen + new head", pretrained=True,
-                recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+@register_model("transfer", "EfficientNet-Lite0 (ImageNet, offline weights) frozen + new head", pretrained=True)
 def efficientnet_lite0_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32,
                           head: str = "linear", dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     bb = _EffNetFeatures()
@@ -158,23 +157,20 @@ def _vgg(arch: str, num_classes: int, weights: str, image_size: int, head: str, 
     return TransferNet(bb, blocks, 512, num_classes, image_size, head, dropout, trainable_blocks)
 
 
-@register_model("transfer", "VGG16 (ImageNet) frozen + new head (seeds 000, 001)", pretrained=True,
-                reference_accuracy=0.82678, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+@register_model("transfer", "VGG16 (ImageNet) frozen + new head (reference projects 000, 001)", pretrained=True)
 def vgg16_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
              dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     return _vgg("vgg16", num_classes, weights, image_size, head, dropout, trainable_blocks)
 
 
-@register_model("transfer", "VGG19 (ImageNet) frozen + new head (reference project 000)", pretrained=True,
-                reference_accuracy=0.8294, recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+@register_model("transfer", "VGG19 (ImageNet) frozen + new head (reference project 000)", pretrained=True)
 def vgg19_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
              dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     return _vgg("vgg19", num_classes, weights, image_size, head, dropout, trainable_blocks)
 
 
 @register_model("transfer", "ResNet50 (ImageNet) frozen, global pooling + dense (reference project 001)",
-                pretrained=True,
-                recipe=dict(epochs=10, batch_size=256, optimizer="adam", lr=1e-3))
+                pretrained=True)
 def resnet50_tl(num_classes: int = 10, weights: str = "imagenet", image_size: int = 32, head: str = "linear",
                 dropout: float = 0.2, trainable_blocks: int = 0) -> nn.Module:
     import torchvision.models as tvm
