@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up fmnist on a fresh machine: the data (Debian package), a virtualenv in .venv, the package and its extras.
-# Usage: bash scripts/setup.sh [EXTRAS]      (EXTRAS defaults to "dev"; e.g. "serve,export")
+# Usage: bash scripts/setup.sh [EXTRAS]      (EXTRAS defaults to "all"; "dev" adds the test tools; e.g. "serve,export")
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${1:-dev}"
+EXTRAS="${1:-all}"
 PY="${PYTHON:-python3}"
 DATA_DIR=/usr/share/datasets/fashion-mnist
 

@@ -73,3 +73,22 @@ def test_embedding_separates_classes(bars, tmp_path):
     assert e.xy.shape == (200, 2) and np.isfinite(e.xy).all()
     plots.embedding(e.xy, e.true, e.predicted, ds.test.images, ds.class_names, tmp_path / "embedding.png")
     assert (tmp_path / "embedding.png").stat().st_size > 10_000
+
+
+def test_without_the_explain_extra_training_draws_its_gallery_and_explain_says_what_to_install(
+        small_ds, tmp_path, monkeypatch, capsys):
+    import sys
+
+    import fmnist
+    from fmnist.cli import main
+
+    for module in ("captum", "openTSNE"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    run = fmnist.train("lenet5", small_ds, tmp_path / "r", epochs=1, progress=False, log=lambda *_: None)
+    assert (run.dir / "misclassified.png").stat().st_size > 5_000  # the mistakes, without heatmaps
+    from PIL import Image
+
+    Image.fromarray(small_ds.test.images[0]).save(tmp_path / "x.png")
+    assert main(["explain", str(run.dir), str(tmp_path / "x.png"), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "captum" in err and "pip install 'fmnist[explain]'" in err

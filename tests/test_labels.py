@@ -53,3 +53,11 @@ def test_label_finder_flags_corrupted_labels(tmp_path):
 def test_labels_command_refuses_bad_folds(capsys):
     assert main(["labels", "cnn_basic", "--folds", "1"]) == 2
     assert "--folds must be at least 2" in capsys.readouterr().err
+
+
+def test_without_the_labels_extra_labels_stops_before_training(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # as if not installed
+    assert main(["labels", "lenet5", "--limit", "200", "--out", str(tmp_path / "l")]) == 2
+    assert "pip install 'fmnist[labels]'" in capsys.readouterr().err and not (tmp_path / "l" / "cv").exists()

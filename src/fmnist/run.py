@@ -4,6 +4,7 @@ split (the one place accuracy on a test set is computed)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,7 +20,7 @@ import torch
 
 from fmnist.config import ERASE_AREA, TrainConfig, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
@@ -237,13 +238,17 @@ def draw_evaluation(model: torch.nn.Module, data: Split, ev: Evaluation, logits:
     pred, conf = probs.argmax(1), probs.max(1)
     wrong = np.flatnonzero(pred != data.labels)
     pick = wrong[np.argsort(-conf[wrong])][:16]  # the gallery's most confident mistakes, with their heatmaps
-    heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True)) \
-        if len(pick) else {}
+    try:  # the heatmaps need the explain extra; without it the gallery shows the mistakes alone
+        heat = dict(zip(pick.tolist(), explain.saliency(model, data.images[pick], pred[pick]), strict=True)) \
+            if len(pick) else {}
+    except Unavailable:
+        heat = {}
     plots.misclassified(data.images, data.labels, pred, conf, class_names, out / MISCLASSIFIED,
                         n=len(pick), heatmaps=heat)
     plots.reliability_diagram(logits, data.labels, calibration, out / RELIABILITY)
     if embedding and len(data) >= explain.MIN_EMBEDDING_IMAGES:
-        explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names, out / EMBEDDING)
+        with contextlib.suppress(Unavailable):  # the map needs the explain extra
+            explain.embedding_map(model, data.images, data.labels, logits.argmax(1), class_names, out / EMBEDDING)
 
 
 def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 0,

