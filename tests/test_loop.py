@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from fmnist.augment import augment_batch
 from fmnist.config import TrainConfig
 from fmnist.data import subset
 from fmnist.errors import FmnistError
-from fmnist.loop import augment_batch, fit, lr_at
+from fmnist.loop import fit
 from fmnist.models import create_model
+from fmnist.optim import lr_at
 
 
 def test_one_epoch_lowers_loss_and_is_deterministic(small_ds):
@@ -112,7 +114,7 @@ def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
 
 
 def test_muon_updates_the_conv_weights_through_their_matrix_views(small_ds):
-    from fmnist.loop import MuonSGD, make_optimizer
+    from fmnist.optim import MuonSGD, make_optimizer
 
     cfg = TrainConfig(model="cnn_basic", optimizer="muon", lr=0.05, muon_lr=0.02, epochs=2, batch_size=64)
     m = create_model("cnn_basic").to(memory_format=torch.channels_last)  # as fit lays it out

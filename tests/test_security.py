@@ -143,7 +143,7 @@ def test_deeply_nested_metadata_and_a_huge_declared_model_cost_nothing(tmp_path,
 def test_a_foreign_or_malformed_train_state_is_one_line_on_resume(tmp_path, capsys):
     from fmnist.config import TrainConfig
     from fmnist.files import prepare_out_dir
-    from fmnist.loop import save_train_state
+    from fmnist.loop import TrainState
     from fmnist.models import create_model
 
     args = ["train", "lenet5", "--limit", "200", "--test-limit", "50", "--epochs", "1", "--quiet", "--resume"]
@@ -154,11 +154,9 @@ def test_a_foreign_or_malformed_train_state_is_one_line_on_resume(tmp_path, caps
     cfg = TrainConfig.for_model("lenet5", epochs=1)
     foreign = create_model("cnn_basic")  # another model's weights under the right config
     opt = torch.optim.Adam(foreign.parameters())
-    save_train_state(run / "train_state.pt", {
-        "config": cfg.to_dict(), "model": foreign.state_dict(), "optimizer": opt.state_dict(), "ema": None,
-        "generator": torch.Generator().get_state(), "torch_rng": torch.get_rng_state(), "cuda_rng": None,
-        "history": {}, "best_loss": 1.0, "best_state": None, "since_best": 0, "step": 1, "seen": 1,
-        "seconds": 1.0})
+    TrainState(config=cfg.to_dict(), model=foreign.state_dict(), optimizer=opt.state_dict(), ema=None,
+               generator=torch.Generator().get_state(), torch_rng=torch.get_rng_state(), cuda_rng=None, history={},
+               best_loss=1.0, best_state=None, since_best=0, step=1, seen=1, seconds=1.0).save(run / "train_state.pt")
     assert main(args + ["--out", str(run)]) == 2
     _one_line_error(capsys, "the training state does not fit model 'lenet5'")
 

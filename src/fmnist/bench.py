@@ -19,7 +19,7 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset, holdout_split, to_input
 from fmnist.errors import FmnistError
 from fmnist.inference import autocast_dtype, numpy_logits, predict_logits, resolve_device
-from fmnist.loop import fit
+from fmnist.loop import History, fit
 from fmnist.models import count_parameters, create_model, model_info
 from fmnist.recipes import Preset, get_preset
 
@@ -145,8 +145,8 @@ def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple
     curve: list[dict] = []
     clock = {"start": time.perf_counter(), "measuring": 0.0}
 
-    def on_epoch(epoch: int, _val_loss: float, _val_acc: float) -> None:
-        t = time.perf_counter()
+    def on_epoch(h: History) -> None:
+        epoch, t = h.epoch[-1], time.perf_counter()
         trained = t - clock["start"] - clock["measuring"]
         logits = numpy_logits(model, ds.test.images, tta=cfg.tta_views, precision="auto")
         acc = float((logits.argmax(1) == ds.test.labels).mean())

@@ -171,7 +171,7 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
             if t is not None:
                 t.params({"repeat": r, "fold": k})
             h = fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=progress, log=log,
-                    on_history=t.epoch if t is not None else None)
+                    on_epoch=t.epoch if t is not None else None)
             if h.interrupted:
                 raise KeyboardInterrupt
             test = (evaluate(model, ds.test, ds.class_names, tta=config.tta_views).accuracy

@@ -255,9 +255,9 @@ def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 
                          erase_area: float = ERASE_AREA) -> Path:
     """A gallery of what `--augment spec` does to a few training images."""
     from fmnist import plots
+    from fmnist.augment import augment_batch
     from fmnist.config import augment_ops
     from fmnist.data import to_input
-    from fmnist.loop import augment_batch
 
     g = torch.Generator().manual_seed(seed)
     x = to_input(images)
@@ -289,8 +289,9 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     existing: what to do when out_dir already holds a run: "refuse", "overwrite" (clear it first) or "resume"
     (continue from its last finished epoch, with the same config).
     """
-    from fmnist.loop import load_train_state
+    from fmnist.loop import TrainState, trainable_net
     from fmnist.models import create_model
+    from fmnist.optim import check_optimizer
 
     if not isinstance(config, TrainConfig):
         raise FmnistError(f"train_run: config must be a TrainConfig, got {type(config).__name__}")
@@ -306,19 +307,16 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     train, val = ds.train.take(tr_idx), ds.train.take(va_idx)
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
-    if config.optimizer == "muon":  # refuses a model without hidden weight matrices
-        from fmnist.loop import MuonSGD, trainable_net
-
-        MuonSGD(trainable_net(model, config), config)
-    if existing == "resume":
-        load_train_state(RunDir(out).train_state, config)  # refuses a missing state or other settings
+    check_optimizer(trainable_net(model, config), config)  # e.g. muon on a model without hidden weight matrices
+    # a missing state or one of other settings is refused here; fit continues from this very state
+    state = TrainState.load(RunDir(out).train_state, config) if existing == "resume" else None
     from fmnist.tracking import track
 
     with track(mlflow, out.name, tags={"model": config.model, "run_dir": out.resolve(), **{
             f"version.{k}": v for k, v in provenance().items()}}, nested=nested) as tracker:
         prepare_out_dir(out, existing="keep" if existing == "resume" else existing,  # after the store opened
                         mark_run=True)
-        run = _train_in(config, ds, out, model, train, val, progress, log, plots, existing, tracker)
+        run = _train_in(config, ds, out, model, train, val, progress, log, plots, state, tracker)
     return run
 
 
@@ -332,7 +330,7 @@ def finished(run: Run) -> Run:
 
 
 def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Module, train: Split, val: Split,
-              progress: bool | None, log: Any, plots: bool, existing: str, tracker: Any) -> Run:
+              progress: bool | None, log: Any, plots: bool, state: Any, tracker: Any) -> Run:
     from fmnist import plots as P
     from fmnist.models import count_parameters
 
@@ -350,7 +348,7 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         augmentation_picture(train.images[:6], config.augment, rd.file(AUGMENTATION), config.seed,
                              config.erase_area)
     hist = fit(model, train, val, config, progress=progress, log=log, state_path=rd.train_state,
-               resume=existing == "resume", on_history=tracker.epoch if tracker is not None else None)
+               resume=state or False, on_epoch=tracker.epoch if tracker is not None else None)
     val_accuracy = hist.kept_val_accuracy
     ood, calibration = _held_out_checks(model, config, train, val, log)
     save_checkpoint(model, rd.model, config, ds.class_names,

@@ -33,7 +33,7 @@ from fmnist.config import TrainConfig
 from fmnist.data import Dataset, holdout_split
 from fmnist.errors import FmnistError, note_renamed
 from fmnist.files import prepare_out_dir, write_json
-from fmnist.loop import fit
+from fmnist.loop import History, fit
 from fmnist.recipes import SPACE_ALIASES
 from fmnist.tracking import track
 
@@ -250,16 +250,17 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.model, num_classes=len(ds.class_names), **cfg.model_params)
 
-        def report(epoch: int, val_loss: float, val_acc: float) -> None:
-            trial.report(val_acc if metric == "val_acc" else val_loss, epoch)
+        def report(h: History) -> None:
+            if t is not None:
+                t.epoch(h)  # the epoch's curves to MLflow
+            trial.report(h.val_acc[-1] if metric == "val_acc" else h.val_loss[-1], h.epoch[-1])
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+                raise optuna.TrialPruned(f"pruned at epoch {h.epoch[-1]}")
 
         with track(mlflow, f"trial {trial.number}", nested=True) as t:  # a child of this worker's MLflow run
             if t is not None:
                 t.params({"trial": trial.number, **params})
-            h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report,
-                    on_history=t.epoch if t is not None else None)
+            h = fit(model, train, val, cfg, progress=progress, log=lambda *_: None, on_epoch=report)
             if h.interrupted:
                 raise KeyboardInterrupt
             # the kept weights' validation figure: what RunMetrics.val_accuracy means everywhere
