@@ -57,10 +57,10 @@ def test_calibration_fit_uses_disjoint_halves_and_round_trips(rng):
     sets = c.sets(c.probabilities(logits))
     in_set = sets.any(axis=1)  # a non-empty set always holds the top class
     assert sets[np.arange(len(sets)), logits.argmax(1)][in_set].all()
-    m = trust.measure(logits, y, c)
-    assert m["calibration"]["ece_calibrated"] < m["calibration"]["ece"]
-    assert m["conformal"]["alpha"] == pytest.approx(0.1) and abs(m["conformal"]["coverage"] - 0.9) < 0.04
-    assert trust.measure(logits, y, None)["conformal"] is None
+    figures, sets = trust.measure(logits, y, c)
+    assert figures.ece_calibrated < figures.ece
+    assert sets.alpha == pytest.approx(0.1) and abs(sets.coverage - 0.9) < 0.04
+    assert trust.measure(logits, y, None)[1] is None
     with pytest.raises(Exception, match="at least 20"):
         trust.Calibration.fit(logits[:10], y[:10], "too few")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from fmnist.data import Dataset, holdout_split, to_input
 from fmnist.errors import FmnistError
 from fmnist.inference import autocast_dtype, numpy_logits, predict_logits, resolve_device
 from fmnist.loop import History, fit
+from fmnist.metrics import accuracy
 from fmnist.models import count_parameters, create_model, model_info
 from fmnist.recipes import Preset, get_preset
 
@@ -49,11 +51,18 @@ def reference_fit(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray
 
 
 def _test_acc(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> float:
-    logits = numpy_logits(model, ds.test.images, precision="fp32" if dtype is None else "auto")
-    return float((logits.argmax(1) == ds.test.labels).mean())
+    return accuracy(ds.test.labels, numpy_logits(model, ds.test.images, precision="fp32" if dtype is None else "auto"))
 
 
-def inference_speed(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> dict:
+@dataclass(frozen=True)
+class Speed:
+    """Inference speed of one model: batch-1 latency (median ms) and large-batch throughput (images/s)."""
+
+    batch1_latency_ms: float
+    batch_throughput: float
+
+
+def inference_speed(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | None) -> Speed:
     """Batch-1 latency (median ms) and large-batch throughput (images/s) under inference_mode."""
     device = next(model.parameters()).device
     model.eval()
@@ -73,115 +82,248 @@ def inference_speed(model: torch.nn.Module, ds: Dataset, dtype: torch.dtype | No
     predict_logits(model, x, batch_size=1024, dtype=dtype)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return {"batch1_latency_ms": 1000 * statistics.median(times),
-            "batch_throughput": len(x) / (time.perf_counter() - t)}
+    return Speed(1000 * statistics.median(times), len(x) / (time.perf_counter() - t))
+
+
+@dataclass(frozen=True)
+class LoopFigures:
+    """One loop's figures for one model: training throughput, test accuracy after the epochs, inference speed."""
+
+    train_images_per_s: float
+    test_accuracy: float
+    speed: Speed
+
+
+@dataclass(frozen=True)
+class ModelBench:
+    """One model trained by fmnist's loop and by the plain PyTorch loop, side by side."""
+
+    parameters: int
+    fmnist: LoopFigures
+    reference: LoopFigures
+
+    @property
+    def train_speedup(self) -> float:
+        return self.fmnist.train_images_per_s / self.reference.train_images_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """bench.json's row: flat keys (fmnist_..., reference_..., train_speedup)."""
+        d: dict[str, Any] = {"parameters": self.parameters}
+        for who, f in (("fmnist", self.fmnist), ("reference", self.reference)):
+            d |= {f"{who}_train_images_per_s": f.train_images_per_s, f"{who}_test_accuracy": f.test_accuracy,
+                  f"{who}_batch1_latency_ms": f.speed.batch1_latency_ms,
+                  f"{who}_batch_throughput": f.speed.batch_throughput}
+        return {**d, "train_speedup": self.train_speedup}
+
+
+@dataclass(frozen=True)
+class Bench:
+    """`fmnist bench`: every model's figures, and the setting they were measured in."""
+
+    device: str
+    autocast: str
+    train_images: int
+    epochs: int
+    batch_size: int
+    models: dict[str, ModelBench]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "models"},
+                "models": {k: v.to_dict() for k, v in self.models.items()}}
 
 
 def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128, device: str = "auto",
-          log: Any = print) -> dict:
+          log: Any = print) -> Bench:
     """Per model: parameters, fmnist and reference training images/s and test accuracy, inference speed."""
     dev = resolve_device(device)
     dtype = autocast_dtype(dev, "auto")
-    out: dict = {"device": str(dev), "autocast": str(dtype) if dtype else "fp32", "train_images": len(ds.train),
-                 "epochs": epochs, "batch_size": batch_size, "models": {}}
     # every setting checked before the table starts, so bad input is one line with no header above it
     configs = {name: TrainConfig(model=model_info(name).name, epochs=epochs, batch_size=batch_size, lr=1e-3,
                                  device=str(dev)) for name in models}
     log(f"{'':<16}{'':>9}  {'train images/s':^25}  {'test accuracy':^15}  {'batch-1 ms':^13}  {'batch-1024 img/s':^17}")
     log(f"{'model':<16}{'params':>9}  {'fmnist':>8}{'reference':>10}{'ratio':>7}  {'fmnist':>7}{'ref':>8}  "
         f"{'fmnist':>6}{'ref':>7}  {'fmnist':>8}{'ref':>9}")
+    rows = {}
     for name, cfg in configs.items():
         torch.manual_seed(0)
         m = create_model(name)
         h = fit(m, ds.train, None, cfg, progress=False, log=lambda *_: None)
-        r = {"parameters": count_parameters(m), "fmnist_train_images_per_s": h.images_per_second,
-             "fmnist_test_accuracy": _test_acc(m, ds, dtype)}
-        r.update({f"fmnist_{k}": v for k, v in inference_speed(m, ds, dtype).items()})
+        fm = LoopFigures(h.images_per_second, _test_acc(m, ds, dtype), inference_speed(m, ds, dtype))
         torch.manual_seed(0)
         ref = create_model(name)
-        r["reference_train_images_per_s"] = reference_fit(ref, ds.train.images, ds.train.labels, epochs,
-                                                          batch_size, 1e-3, 0, dev)
-        r["reference_test_accuracy"] = _test_acc(ref, ds, None)
-        r.update({f"reference_{k}": v for k, v in inference_speed(ref, ds, None).items()})
-        r["train_speedup"] = r["fmnist_train_images_per_s"] / r["reference_train_images_per_s"]
-        out["models"][name] = r
-        log(f"{name:<16}{r['parameters']:>9,}  {r['fmnist_train_images_per_s']:>8,.0f}"
-            f"{r['reference_train_images_per_s']:>10,.0f}{r['train_speedup']:>6.2f}x  "
-            f"{r['fmnist_test_accuracy']:>7.4f}{r['reference_test_accuracy']:>8.4f}  "
-            f"{r['fmnist_batch1_latency_ms']:>6.2f}{r['reference_batch1_latency_ms']:>7.2f}  "
-            f"{r['fmnist_batch_throughput']:>8,.0f}{r['reference_batch_throughput']:>9,.0f}")
-    return out
+        per_s = reference_fit(ref, ds.train.images, ds.train.labels, epochs, batch_size, 1e-3, 0, dev)
+        r = rows[name] = ModelBench(count_parameters(m), fm, LoopFigures(per_s, _test_acc(ref, ds, None),
+                                                                          inference_speed(ref, ds, None)))
+        log(f"{name:<16}{r.parameters:>9,}  {fm.train_images_per_s:>8,.0f}"
+            f"{r.reference.train_images_per_s:>10,.0f}{r.train_speedup:>6.2f}x  "
+            f"{fm.test_accuracy:>7.4f}{r.reference.test_accuracy:>8.4f}  "
+            f"{fm.speed.batch1_latency_ms:>6.2f}{r.reference.speed.batch1_latency_ms:>7.2f}  "
+            f"{fm.speed.batch_throughput:>8,.0f}{r.reference.speed.batch_throughput:>9,.0f}")
+    return Bench(str(dev), str(dtype) if dtype else "fp32", len(ds.train), epochs, batch_size, rows)
 
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93, 0.94, 0.95)
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """Test accuracy after an epoch, and the training time so far (time spent measuring left out)."""
+
+    epoch: int
+    train_seconds: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    """One seed of a preset, measured after every epoch."""
+
+    seed: int
+    curve: list[CurvePoint]
+    reached: dict[str, float | None]  # threshold ("93%") -> training seconds when first reached (None: never)
+
+    @property
+    def final_test_accuracy(self) -> float:
+        return self.curve[-1].test_accuracy
+
+    @property
+    def train_seconds(self) -> float:
+        return self.curve[-1].train_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "curve": [dataclasses.asdict(c) for c in self.curve], "reached": self.reached,
+                "final_test_accuracy": self.final_test_accuracy, "train_seconds": self.train_seconds}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean and sample standard deviation over seeds (0 for one seed)."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@dataclass(frozen=True)
+class TimeToAccuracy:
+    """`fmnist bench --time-to-accuracy`: a preset trained over seeds, its curves and their spread."""
+
+    preset: str
+    model: str
+    target: str
+    config: dict[str, Any]
+    model_params: dict[str, Any]
+    train_images: int
+    runs: list[TimedRun]
+
+    @property
+    def test_accuracy(self) -> Spread:
+        return Spread.of([r.final_test_accuracy for r in self.runs])
+
+    @property
+    def train_seconds(self) -> Spread:
+        return Spread.of([r.train_seconds for r in self.runs])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "runs"},
+                "seeds": len(self.runs), "runs": [r.to_dict() for r in self.runs],
+                "test_accuracy": dataclasses.asdict(self.test_accuracy),
+                "train_seconds": dataclasses.asdict(self.train_seconds)}
+
+
 def time_to_accuracy(ds: Dataset, preset: str = "best", seeds: int = 1, device: str = "auto",
-                     thresholds: tuple[float, ...] = THRESHOLDS, log: Any = print) -> dict:
+                     thresholds: tuple[float, ...] = THRESHOLDS, log: Any = print) -> TimeToAccuracy:
     """Train a preset `seeds` times; after each epoch, test accuracy and the training time so far.
 
     The test set is only measured here, never used to choose anything; the time spent measuring it is left out
-    of the training time. Returns per-seed curves, the first time each threshold was reached, and the final test
-    accuracy and training time as mean ± std over the seeds.
+    of the training time. The result holds per-seed curves, the first time each threshold was reached, and the
+    final test accuracy and training time as mean ± std over the seeds.
     """
     if ds.test is None:
         raise FmnistError("--time-to-accuracy needs a test split")
     p = get_preset(preset)
     runs = [_timed_run(ds, p, seed, device, thresholds, log) for seed in range(seeds)]
-    acc = [r["final_test_accuracy"] for r in runs]
-    secs = [r["train_seconds"] for r in runs]
-    return {"preset": preset, "model": p.model, "target": p.target, "config": p.config,
-            "model_params": p.model_params, "seeds": seeds,
-            "train_images": len(ds.train), "runs": runs,
-            "test_accuracy": {"mean": statistics.fmean(acc), "std": statistics.stdev(acc) if seeds > 1 else 0.0},
-            "train_seconds": {"mean": statistics.fmean(secs), "std": statistics.stdev(secs) if seeds > 1 else 0.0}}
+    return TimeToAccuracy(preset, p.model, p.target, p.config, p.model_params, len(ds.train), runs)
 
 
-def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> dict:
+def _timed_run(ds: Dataset, p: Preset, seed: int, device: str, thresholds: tuple[float, ...], log: Any) -> TimedRun:
     cfg = dataclasses.replace(TrainConfig.for_model(p.name), seed=seed, device=device)
     tr, va = holdout_split(ds.train.labels, cfg.val_fraction, cfg.seed)
     torch.manual_seed(seed)
     model = create_model(p.model, num_classes=len(ds.class_names), **cfg.model_params)
-    curve: list[dict] = []
+    curve: list[CurvePoint] = []
     clock = {"start": time.perf_counter(), "measuring": 0.0}
 
     def on_epoch(h: History) -> None:
         epoch, t = h.epoch[-1], time.perf_counter()
         trained = t - clock["start"] - clock["measuring"]
-        logits = numpy_logits(model, ds.test.images, tta=cfg.tta_views, precision="auto")
-        acc = float((logits.argmax(1) == ds.test.labels).mean())
+        acc = accuracy(ds.test.labels, numpy_logits(model, ds.test.images, tta=cfg.tta_views, precision="auto"))
         model.train()
-        curve.append({"epoch": epoch, "train_seconds": trained, "test_accuracy": acc})
+        curve.append(CurvePoint(epoch, trained, acc))
         clock["measuring"] += time.perf_counter() - t
         log(f"{p.name} seed {seed}: epoch {epoch}/{cfg.epochs}  {trained:6.1f}s  test acc {acc:.4f}")
 
     fit(model, ds.train.take(tr), ds.train.take(va), cfg, progress=False, log=lambda *_: None, on_epoch=on_epoch)
-    reached = {f"{th:.0%}": next((c["train_seconds"] for c in curve if c["test_accuracy"] >= th), None)
+    reached = {f"{th:.0%}": next((c.train_seconds for c in curve if c.test_accuracy >= th), None)
                for th in thresholds}
-    return {"seed": seed, "curve": curve, "reached": reached, "final_test_accuracy": curve[-1]["test_accuracy"],
-            "train_seconds": curve[-1]["train_seconds"]}
+    return TimedRun(seed, curve, reached)
 
 
-def format_time_to_accuracy(r: dict) -> str:
+def format_time_to_accuracy(r: TimeToAccuracy) -> str:
     """A table: per seed, the training seconds at which each threshold was first reached; then mean ± std."""
-    ths = list(r["runs"][0]["reached"])
-    lines = [f"preset {r['preset']} ({r['model']}; target: {r['target']})",
+    ths = list(r.runs[0].reached)
+    lines = [f"preset {r.preset} ({r.model}; target: {r.target})",
              f"{'seed':>5}" + "".join(f"{t:>8}" for t in ths) + f"{'final acc':>11}{'train s':>9}"]
-    for run in r["runs"]:
-        lines.append(f"{run['seed']:>5}" + "".join(f"{'-' if v is None else f'{v:.0f}s':>8}"
-                                                   for v in run["reached"].values())
-                     + f"{run['final_test_accuracy']:>11.4f}{run['train_seconds']:>9.0f}")
-    a, s = r["test_accuracy"], r["train_seconds"]
-    lines.append(f"test accuracy {a['mean']:.4f} ± {a['std']:.4f}, training time {s['mean']:.0f} ± {s['std']:.0f} s "
-                 f"over {r['seeds']} seed(s)")
+    for run in r.runs:
+        lines.append(f"{run.seed:>5}" + "".join(f"{'-' if v is None else f'{v:.0f}s':>8}" for v in run.reached.values())
+                     + f"{run.final_test_accuracy:>11.4f}{run.train_seconds:>9.0f}")
+    a, s = r.test_accuracy, r.train_seconds
+    lines.append(f"test accuracy {a.mean:.4f} ± {a.std:.4f}, training time {s.mean:.0f} ± {s.std:.0f} s "
+                 f"over {len(r.runs)} seed(s)")
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class TimeToReference:
+    """`fmnist bench --time-to-reference`: the training time to a reference project's best figure, fmnist's
+    preset against the reference recipe in the plain loop (whose total is estimated from timed epochs)."""
+
+    target: float
+    reference_model: str
+    reference_recipe: dict[str, Any]
+    preset: str
+    fmnist_seconds_to_target: float | None  # None: the preset never reached it
+    fmnist_curve: list[CurvePoint]
+    fmnist_final_test_accuracy: float
+    reference_seconds_per_epoch: float
+    reference_timed_epochs: int
+    reference_test_accuracy_after_timed: float
+
+    @property
+    def reference_seconds_estimated(self) -> float:
+        return self.reference_seconds_per_epoch * self.reference_recipe["epochs"]
+
+    @property
+    def speedup(self) -> float | None:
+        s = self.fmnist_seconds_to_target
+        return None if s is None else self.reference_seconds_estimated / s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "reference_seconds_estimated": self.reference_seconds_estimated,
+                "speedup": self.speedup,
+                "note": f"the reference time is estimated: {self.reference_timed_epochs} timed epoch(s) x the "
+                        f"{self.reference_recipe['epochs']} epochs after which the reference project published "
+                        "its figure"}
+
+
 def time_to_reference(ds: Dataset, preset: str = "fast", reference_model: str = "cnn_bn",
-                      timed_epochs: int = 2, device: str = "auto", log: Any = print) -> dict:
-    """The time to reach a reference project's best published figure (model_info(reference_model)
-    .reference: 91.37% for reference project 002's CNN 2) two ways, measured side by side in one run: fmnist's preset
-    (test accuracy after each epoch; the first epoch at or above the figure) and the reference recipe in the plain
+                      timed_epochs: int = 2, device: str = "auto", log: Any = print) -> TimeToReference:
+    """The time to reach a reference project's best published figure (model_info(reference_model).reference:
+    91.37% for reference project 002's CNN 2) two ways, measured side by side in one run: fmnist's preset (test
+    accuracy after each epoch; the first epoch at or above the figure) and the reference recipe in the plain
     PyTorch loop (its epochs as published, e.g. Adam 1e-4, batch 64, 50 epochs), whose total is estimated from
     `timed_epochs` timed epochs: seconds per epoch x the recipe's epochs. The test set chooses nothing here."""
     if ds.test is None:
@@ -194,7 +336,6 @@ def time_to_reference(ds: Dataset, preset: str = "fast", reference_model: str = 
     target, recipe = info.reference.accuracy, info.recipe
     dev = resolve_device(device)
     fm = _timed_run(ds, get_preset(preset), 0, device, (target,), log)
-    fm_seconds = next((c["train_seconds"] for c in fm["curve"] if c["test_accuracy"] >= target), None)
     torch.manual_seed(0)
     ref = create_model(reference_model, num_classes=len(ds.class_names))
     t0 = time.perf_counter()
@@ -203,28 +344,21 @@ def time_to_reference(ds: Dataset, preset: str = "fast", reference_model: str = 
     ref_acc = _test_acc(ref, ds, None)
     log(f"plain loop, {reference_model} ({recipe}): {per_epoch:.1f} s an epoch; test accuracy after {timed_epochs} "
         f"epoch(s) {ref_acc:.4f}")
-    estimate = per_epoch * recipe["epochs"]
-    return {"target": target, "reference_model": reference_model, "reference_recipe": recipe, "preset": preset,
-            "fmnist_seconds_to_target": fm_seconds, "fmnist_curve": fm["curve"],
-            "fmnist_final_test_accuracy": fm["final_test_accuracy"], "reference_seconds_per_epoch": per_epoch,
-            "reference_timed_epochs": timed_epochs, "reference_test_accuracy_after_timed": ref_acc,
-            "reference_seconds_estimated": estimate,
-            "speedup": None if fm_seconds is None else estimate / fm_seconds,
-            "note": f"the reference time is estimated: {timed_epochs} timed epoch(s) x the {recipe['epochs']} epochs "
-                    "after which the reference project published its figure"}
+    return TimeToReference(target, reference_model, recipe, preset, next(iter(fm.reached.values())), fm.curve,
+                           fm.final_test_accuracy, per_epoch, timed_epochs, ref_acc)
 
 
-def format_time_to_reference(r: dict) -> str:
+def format_time_to_reference(r: TimeToReference) -> str:
     """Two lines and the ratio."""
-    fm = r["fmnist_seconds_to_target"]
-    lines = [f"time to {r['target']:.2%} test accuracy (the best figure of the reference projects):",
-             f"  fmnist preset {r['preset']}: " + (f"{fm:.0f} s of training" if fm is not None else
-                                                   f"not reached ({r['fmnist_final_test_accuracy']:.2%} at the end)"),
-             f"  {r['reference_model']} with the reference recipe in the plain PyTorch loop: ~"
-             f"{r['reference_seconds_estimated']:.0f} s ({r['reference_seconds_per_epoch']:.1f} s an epoch x "
-             f"{r['reference_recipe']['epochs']} epochs; estimated from {r['reference_timed_epochs']} timed)"]
-    if r["speedup"] is not None:
-        lines.append(f"  fmnist is {r['speedup']:.1f}x faster to the reference's best figure")
+    fm = r.fmnist_seconds_to_target
+    lines = [f"time to {r.target:.2%} test accuracy (the best figure of the reference projects):",
+             f"  fmnist preset {r.preset}: " + (f"{fm:.0f} s of training" if fm is not None else
+                                                f"not reached ({r.fmnist_final_test_accuracy:.2%} at the end)"),
+             f"  {r.reference_model} with the reference recipe in the plain PyTorch loop: ~"
+             f"{r.reference_seconds_estimated:.0f} s ({r.reference_seconds_per_epoch:.1f} s an epoch x "
+             f"{r.reference_recipe['epochs']} epochs; estimated from {r.reference_timed_epochs} timed)"]
+    if r.speedup is not None:
+        lines.append(f"  fmnist is {r.speedup:.1f}x faster to the reference's best figure")
     return "\n".join(lines)
 
 
@@ -259,17 +393,22 @@ def bench_options(mode: str | None, models: str | None = None, epochs: int | Non
             "batch_size": 128 if batch_size is None else batch_size}
 
 
-def run_bench(ds: Dataset, mode: str | None = None, device: str = "auto", **options: Any) -> tuple[dict, str]:
-    """One bench mode (see `bench_options`) on `ds`: its result (with provenance) and the text to print."""
-    from fmnist.run import provenance
-
+def run_bench(ds: Dataset, mode: str | None = None, device: str = "auto",
+              **options: Any) -> tuple[Bench | TimeToAccuracy | TimeToReference, str]:
+    """One bench mode (see `bench_options`) on `ds`: its typed result and the text to print (`bench_json` gives
+    what bench.json holds)."""
     settings = bench_options(mode, **options)
     if mode == "time_to_reference":
         res = time_to_reference(ds, device=device, **settings)
-        text = format_time_to_reference(res)
-    elif mode == "time_to_accuracy":
+        return res, format_time_to_reference(res)
+    if mode == "time_to_accuracy":
         res = time_to_accuracy(ds, device=device, **settings)
-        text = format_time_to_accuracy(res)
-    else:
-        res, text = bench(ds, device=device, **settings), ""
-    return {**res, "provenance": provenance()}, text
+        return res, format_time_to_accuracy(res)
+    return bench(ds, device=device, **settings), ""
+
+
+def bench_json(result: Bench | TimeToAccuracy | TimeToReference) -> dict[str, Any]:
+    """What bench.json holds: the result with the code's and the machine's provenance."""
+    from fmnist.run import provenance
+
+    return {**result.to_dict(), "provenance": provenance()}

@@ -107,7 +107,27 @@ class Pair:
     only_b: int
 
 
-def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ComparedRun:
+    """One run of a comparison."""
+
+    dir: str
+    model: str
+    test_accuracy: float
+    per_class_recall: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`fmnist compare`: the runs, the settings in which they differ, and a paired test for each pair."""
+
+    runs: list[ComparedRun]
+    config_differences: dict[str, list[Any]]  # setting -> its value in each run
+    pairs: list[Pair]
+    test_set: str  # the fingerprint of the test images every run was scored on
+
+
+def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None) -> Comparison:
     """Config differences, per-class accuracies and a paired test for each pair of runs; with out_dir,
     compare.json and compare.png."""
     from fmnist.metrics import paired_comparison
@@ -135,37 +155,34 @@ def compare_runs(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike |
         pairs.append(Pair(str(runs[i].dir), str(runs[j].dir), c.difference, c.ci95, c.p_value, c.only_a, c.only_b))
     cfgs = [r.config.to_dict() for r in runs]
     differ = sorted(k for k in cfgs[0] if len({json.dumps(c.get(k), sort_keys=True) for c in cfgs}) > 1)
-    result = {
-        "runs": [{"dir": str(r.dir), "model": r.config.model, "test_accuracy": r.metrics.test_accuracy,
-                  "per_class_recall": {n: v["recall"] for n, v in r.metrics.test.per_class.items()}} for r in runs],
-        "config_differences": {k: [c.get(k) for c in cfgs] for k in differ},
-        "pairs": [{**p.__dict__, "ci95": list(p.ci95)} for p in pairs],
-        "test_set": sets[0],
-    }
+    result = Comparison(
+        [ComparedRun(str(r.dir), r.config.model, r.metrics.test_accuracy,
+                     {n: v["recall"] for n, v in r.metrics.test.per_class.items()}) for r in runs],
+        {k: [c.get(k) for c in cfgs] for k in differ}, pairs, sets[0])
     if out_dir is not None:
         out = prepare_out_dir(out_dir, existing="keep")
         write_json(out / "compare.json", result)
         from fmnist import plots
 
         plots.compare_runs([r.history for r in runs], [Path(r.dir).name for r in runs],
-                           [result["runs"][k]["per_class_recall"] for k in range(len(runs))], out / "compare.png")
+                           [r.per_class_recall for r in result.runs], out / "compare.png")
     return result
 
 
-def format_compare(result: dict[str, Any], out_dir: str | os.PathLike | None = None) -> str:
+def format_compare(result: Comparison, out_dir: str | os.PathLike | None = None) -> str:
     """What `fmnist compare` prints of `compare_runs`'s result."""
     from fmnist.errors import printable
     from fmnist.metrics import beyond_noise
 
-    lines = [f"{printable(r['dir'])}: {r['model']}, test accuracy {r['test_accuracy']:.2%}" for r in result["runs"]]
-    if result["config_differences"]:
-        lines.append("settings that differ: " + "; ".join(f"{k} {v}" for k, v in result["config_differences"].items()))
-    for p in result["pairs"]:
-        lo, hi = p["ci95"]
-        verdict = "a difference beyond noise" if beyond_noise(p["p_value"]) else "no difference beyond noise"
-        lines.append(f"{printable(p['a'])} - {printable(p['b'])}: {100 * p['accuracy_difference']:+.2f} points "
-                     f"[{100 * lo:+.2f}, {100 * hi:+.2f}], McNemar p = {p['p_value']:.3g} ({p['only_a']} vs "
-                     f"{p['only_b']} images right in one only): {verdict}")
+    lines = [f"{printable(r.dir)}: {r.model}, test accuracy {r.test_accuracy:.2%}" for r in result.runs]
+    if result.config_differences:
+        lines.append("settings that differ: " + "; ".join(f"{k} {v}" for k, v in result.config_differences.items()))
+    for p in result.pairs:
+        lo, hi = p.ci95
+        verdict = "a difference beyond noise" if beyond_noise(p.p_value) else "no difference beyond noise"
+        lines.append(f"{printable(p.a)} - {printable(p.b)}: {100 * p.accuracy_difference:+.2f} points "
+                     f"[{100 * lo:+.2f}, {100 * hi:+.2f}], McNemar p = {p.p_value:.3g} ({p.only_a} vs "
+                     f"{p.only_b} images right in one only): {verdict}")
     if out_dir is not None:
         lines.append(f"wrote {printable(out_dir)}/compare.json and compare.png")
     return "\n".join(lines)

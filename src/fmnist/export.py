@@ -3,8 +3,10 @@ and check it against PyTorch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -222,24 +224,71 @@ class OnnxModel:
         return np.concatenate(out)
 
 
-def agreement(run_dir: str | os.PathLike, images: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class Agreement:
+    """The exported ONNX model against PyTorch on the same images."""
+
+    n: int
+    same_prediction: float  # fraction of images with the same predicted class
+    max_abs_logit_diff: float
+
+
+def agreement(run_dir: str | os.PathLike, images: np.ndarray) -> Agreement:
     """How often the ONNX model's predictions equal PyTorch's, and the largest logit difference."""
     from fmnist.inference import load_checkpoint, numpy_logits
+    from fmnist.metrics import accuracy
 
     model, _ = load_checkpoint(run_dir)
     a = numpy_logits(model, images)
     b = OnnxModel(Path(run_dir) / ONNX).logits(images)
-    return {"n": len(images), "same_prediction": float((a.argmax(1) == b.argmax(1)).mean()),
-            "max_abs_logit_diff": float(np.abs(a - b).max())}
+    return Agreement(len(images), accuracy(a.argmax(1), b), float(np.abs(a - b).max()))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One ONNX file's figures: accuracy, batch-1 latency (median), batch throughput (best), size."""
+
+    path: str
+    accuracy: float
+    latency_ms_batch1: float
+    images_per_second: float
+    megabytes: float
+
+
+@dataclass(frozen=True)
+class Int8Comparison:
+    """fp32 against int8 ONNX on the same images, measured side by side in one process."""
+
+    n: int
+    fp32: Backend
+    int8: Backend
+
+    @property
+    def accuracy_drop_points(self) -> float:
+        return 100 * (self.fp32.accuracy - self.int8.accuracy)
+
+    @property
+    def latency_speedup(self) -> float:
+        return self.fp32.latency_ms_batch1 / self.int8.latency_ms_batch1
+
+    @property
+    def throughput_speedup(self) -> float:
+        return self.int8.images_per_second / self.fp32.images_per_second
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "accuracy_drop_points": self.accuracy_drop_points,
+                "latency_speedup": self.latency_speedup, "throughput_speedup": self.throughput_speedup}
 
 
 def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, tta: bool | str = False,
-                 latency_calls: int = 300, batch: int = 1024, repeats: int = 5) -> dict:
+                 latency_calls: int = 300, batch: int = 1024, repeats: int = 5) -> Int8Comparison:
     """fp32 against int8 ONNX, measured side by side in one process: accuracy on (test) images, batch-1 latency
     (median of `latency_calls` single-image calls) and batch-`batch` throughput (best of `repeats`)."""
     import time
 
-    out: dict = {"n": int(len(images))}
+    from fmnist.metrics import accuracy
+
+    out: dict[str, Backend] = {}
     for name, path in (("fp32", Path(run_dir) / ONNX), ("int8", Path(run_dir) / INT8_ONNX)):
         m = OnnxModel(path)
         views = tta_arrays(images, tta)
@@ -255,13 +304,9 @@ def compare_int8(run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndar
             times.append(time.perf_counter() - t)
         xb = _normalize(images[:batch], m.mean, m.std)
         best = min(_timed(m.session, xb) for _ in range(repeats))
-        out[name] = {"path": str(path), "accuracy": float((logits.argmax(1) == labels).mean()),
-                     "latency_ms_batch1": 1000 * float(np.median(times)),
-                     "images_per_second": len(xb) / best, "megabytes": path.stat().st_size / 1e6}
-    out["accuracy_drop_points"] = 100 * (out["fp32"]["accuracy"] - out["int8"]["accuracy"])
-    out["latency_speedup"] = out["fp32"]["latency_ms_batch1"] / out["int8"]["latency_ms_batch1"]
-    out["throughput_speedup"] = out["int8"]["images_per_second"] / out["fp32"]["images_per_second"]
-    return out
+        out[name] = Backend(str(path), accuracy(labels, logits), 1000 * float(np.median(times)), len(xb) / best,
+                            path.stat().st_size / 1e6)
+    return Int8Comparison(int(len(images)), out["fp32"], out["int8"])
 
 
 def _timed(session: object, x: np.ndarray) -> float:
@@ -283,12 +328,33 @@ def check_int8_options(calibration_images: int, weight_bits: str | int) -> None:
         raise FmnistError(f"--calibration-images must be at least 1, got {calibration_images}")
 
 
+@dataclass(frozen=True)
+class Int8Export:
+    """`fmnist export --quantize int8`: the file written, how, and its comparison with fp32 (int8.json)."""
+
+    path: Path
+    comparison: Int8Comparison
+    weight_bits: int
+    why: str  # the reason for the bits, when chosen automatically
+    calibration_images: int
+    split: str  # the images compared on: "test", or "training" without a test split
+
+    @property
+    def within_budget(self) -> bool:
+        return self.comparison.accuracy_drop_points <= INT8_BUDGET_POINTS
+
+    def to_dict(self) -> dict[str, Any]:
+        """int8.json's content."""
+        return {**self.comparison.to_dict(), "path": str(self.path), "weight_bits": self.weight_bits, "why": self.why,
+                "calibration_images": self.calibration_images, "split": self.split,
+                "within_budget": self.within_budget}
+
+
 def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1024,
-                weight_bits: str | int = "auto") -> dict:
+                weight_bits: str | int = "auto") -> Int8Export:
     """`fmnist export --quantize int8` in one call: write RUN_DIR/model.int8.onnx from the run's model.onnx
     (activation ranges from the first `calibration_images` training images of `ds`), compare it with fp32 on the
-    test split (the training split when there is none) and write RUN_DIR/int8.json. Returns what int8.json holds,
-    with `path`, `weight_bits`, `why` (the reason for the bits) and `within_budget`."""
+    test split (the training split when there is none) and write RUN_DIR/int8.json."""
     from fmnist.config import tta_views_of
     from fmnist.files import write_json
     from fmnist.inference import load_checkpoint
@@ -301,24 +367,23 @@ def export_int8(run_dir: str | os.PathLike, ds: Any, calibration_images: int = 1
     r = compare_int8(run_dir, split.images, split.labels, tta=tta)
     why = "" if weight_bits != "auto" else \
         "this CPU has no VNNI (8-bit products would saturate)" if bits == 7 else "this CPU has VNNI"
-    r.update(weight_bits=bits, why=why, calibration_images=min(calibration_images, len(ds.train)),
-             split="test" if ds.test is not None else "training",
-             within_budget=r["accuracy_drop_points"] <= INT8_BUDGET_POINTS)
-    write_json(q.parent / INT8_REPORT, r)
-    return {**r, "path": q}
+    result = Int8Export(q, r, bits, why, min(calibration_images, len(ds.train)),
+                        "test" if ds.test is not None else "training")
+    write_json(q.parent / INT8_REPORT, result.to_dict())
+    return result
 
 
-def format_int8(r: dict) -> str:
+def format_int8(r: Int8Export) -> str:
     """What `fmnist export --quantize int8` prints of `export_int8`'s result."""
-    q, f, i = r["path"], r["fp32"], r["int8"]
-    lines = [f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB): activation ranges from {r['calibration_images']:,} "
-             f"training images, {r['weight_bits']}-bit weights{', as ' + r['why'] if r['why'] else ''}; "
+    q, c = r.path, r.comparison
+    lines = [f"wrote {q} ({q.stat().st_size / 1e6:.1f} MB): activation ranges from {r.calibration_images:,} "
+             f"training images, {r.weight_bits}-bit weights{', as ' + r.why if r.why else ''}; "
              "`--backend onnx` now uses it",
              f"{'':<6}{'accuracy':>10}{'batch-1 latency':>17}{'batch-1024':>16}{'size':>9}"]
-    for name, v in (("fp32", f), ("int8", i)):
-        lines.append(f"{name:<6}{v['accuracy']:>10.2%}{v['latency_ms_batch1']:>14.3f} ms"
-                     f"{v['images_per_second']:>10,.0f} img/s{v['megabytes']:>6.1f} MB")
-    lines.append(f"int8 on {r['n']:,} {r['split']} images: accuracy {-r['accuracy_drop_points']:+.2f} points "
-                 f"({'within' if r['within_budget'] else 'OVER'} the {INT8_BUDGET_POINTS}-point budget), batch-1 "
-                 f"latency x{r['latency_speedup']:.2f}, throughput x{r['throughput_speedup']:.2f} (wrote int8.json)")
+    for name, v in (("fp32", c.fp32), ("int8", c.int8)):
+        lines.append(f"{name:<6}{v.accuracy:>10.2%}{v.latency_ms_batch1:>14.3f} ms"
+                     f"{v.images_per_second:>10,.0f} img/s{v.megabytes:>6.1f} MB")
+    lines.append(f"int8 on {c.n:,} {r.split} images: accuracy {-c.accuracy_drop_points:+.2f} points "
+                 f"({'within' if r.within_budget else 'OVER'} the {INT8_BUDGET_POINTS}-point budget), batch-1 "
+                 f"latency x{c.latency_speedup:.2f}, throughput x{c.throughput_speedup:.2f} (wrote int8.json)")
     return "\n".join(lines)

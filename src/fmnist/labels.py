@@ -91,7 +91,7 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     cv_options (study_name, heartbeat, timeout) are cross_validate's: workers sharing a storage share the folds.
     """
     from fmnist.cv import cross_validate
-    from fmnist.metrics import paired_comparison
+    from fmnist.metrics import accuracy, paired_comparison
     from fmnist.run import finished, train_run
 
     require_extra("labels", "cleanlab")  # before any training, not after the folds
@@ -135,8 +135,8 @@ def find_label_issues(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLi
     result = LabelIssues(
         model=config.model, folds=folds, train_suspects=len(train_df), test_suspects=len(test_df),
         train_rows=len(ds.train), test_rows=len(ds.test),
-        oof_accuracy=float((cv.oof_probabilities.argmax(1) == ds.train.labels).mean()),
-        test_accuracy=float((~wrong).mean()), test_errors=int(wrong.sum()),
+        oof_accuracy=accuracy(ds.train.labels, cv.oof_probabilities),
+        test_accuracy=accuracy(ds.test.labels, predicted), test_errors=int(wrong.sum()),
         test_errors_on_suspects=int((wrong & suspects).sum()), seconds=time.perf_counter() - start, table=table,
         retrained=retrained)
     write_json(out / "summary.json", result.to_dict())

@@ -10,6 +10,40 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class CalibrationFigures:
+    """How well a model's probabilities match its accuracy on labelled data: expected calibration error and
+    log-loss as trained and, when the run stored a temperature, with it (fmnist.trust.measure)."""
+
+    ece: float
+    bins: int
+    nll: float
+    temperature: float | None = None
+    ece_calibrated: float | None = None
+    nll_calibrated: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CalibrationFigures | None:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__}) if d else None
+
+
+@dataclass(frozen=True)
+class SetFigures:
+    """How the conformal prediction sets did on labelled data: coverage against the level they promise, their
+    mean size and how often they hold none, one or several classes."""
+
+    alpha: float
+    level: float
+    coverage: float
+    mean_set_size: float
+    set_sizes: dict[str, float]  # "empty", "single", "several" -> fraction of images
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> SetFigures | None:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__}) if d else None
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """How a model did on one labelled split."""
 
@@ -24,8 +58,8 @@ class Evaluation:
     split: str = "test"  # which split: test, train, validation
     predictions: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n,) predicted classes
     # fmnist.trust.measure: ECE before/after the run's temperature; the prediction sets' coverage (None: no sets)
-    calibration: dict[str, Any] | None = None
-    conformal: dict[str, Any] | None = None
+    calibration: CalibrationFigures | None = None
+    conformal: SetFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """As a JSON-ready dict (the per-image predictions left out)."""
@@ -39,6 +73,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def accuracy(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The fraction of `y_true` (N,) that `scores` gets right: logits or probabilities (N, C), or predicted
+    classes (N,). The one definition every module uses."""
+    scores = np.asarray(scores)
+    pred = scores.argmax(axis=1) if scores.ndim == 2 else scores
+    return float((pred == np.asarray(y_true)).mean()) if len(pred) else float("nan")
 
 
 def log_loss(y_true: np.ndarray, logits: np.ndarray) -> float:
@@ -81,7 +123,7 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray, class_names: 
     pred = logits.argmax(axis=1)
     cm = confusion_matrix(y_true, pred, len(class_names))
     pc = per_class(y_true, pred, class_names)
-    return Evaluation(accuracy=float((pred == y_true).mean()), loss=log_loss(y_true, logits),
+    return Evaluation(accuracy=accuracy(y_true, pred), loss=log_loss(y_true, logits),
                       macro_f1=float(np.mean([v["f1"] for v in pc.values()])), per_class=pc,
                       confusion_matrix=cm.tolist(), most_confused=confused_pairs(cm, class_names), n=int(len(y_true)),
                       class_names=tuple(class_names), split=split, predictions=pred.astype(np.int16))

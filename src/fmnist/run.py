@@ -24,7 +24,7 @@ from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import atomic_path, prepare_out_dir, write_json
 from fmnist.inference import calibrate_ood, load_checkpoint, numpy_logits, save_checkpoint
 from fmnist.loop import History, fit
-from fmnist.metrics import Evaluation, classification_metrics, softmax
+from fmnist.metrics import CalibrationFigures, Evaluation, SetFigures, classification_metrics, softmax
 from fmnist.rundir import (
     AUGMENTATION,
     CONFUSION,
@@ -95,7 +95,8 @@ class RunMetrics:
         if d.get("test_accuracy") is not None:
             test = Evaluation(d["test_accuracy"], d["test_loss"], d["test_macro_f1"], d["per_class"],
                               d["confusion_matrix"], d["most_confused"], d["test_rows"], class_names, "test",
-                              calibration=d.get("calibration"), conformal=d.get("conformal"))
+                              calibration=CalibrationFigures.from_dict(d.get("calibration")),
+                              conformal=SetFigures.from_dict(d.get("conformal")))
         return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "test"}, test=test)
 
 
@@ -222,7 +223,8 @@ def _measure(model: torch.nn.Module, data: Split, class_names: tuple[str, ...], 
 
     logits = numpy_logits(model, data.images, tta=tta)
     ev = classification_metrics(data.labels, logits, class_names, split=split)
-    return dataclasses.replace(ev, **trust.measure(logits, data.labels, calibration)), logits
+    figures, sets = trust.measure(logits, data.labels, calibration)
+    return dataclasses.replace(ev, calibration=figures, conformal=sets), logits
 
 
 def draw_evaluation(model: torch.nn.Module, data: Split, ev: Evaluation, logits: np.ndarray,
@@ -413,14 +415,13 @@ def _held_out_checks(model: torch.nn.Module, config: TrainConfig, train: Split, 
 
 def describe_trust(ev: Evaluation) -> str:
     """One line: calibration error before and after the temperature, and the prediction sets' coverage."""
-    c = ev.calibration or {}
-    if c.get("temperature") is None:
-        return (f"calibration: ECE {c.get('ece', float('nan')):.4f}; no temperature stored with the model (trained "
+    c, s = ev.calibration, ev.conformal
+    if c is None or c.temperature is None or s is None:
+        return (f"calibration: ECE {c.ece if c else float('nan'):.4f}; no temperature stored with the model (trained "
                 "without held-out images, or by an older fmnist: `fmnist calibrate RUN` fits one)")
-    s = ev.conformal
-    return (f"calibration: ECE {c['ece']:.4f} -> {c['ece_calibrated']:.4f} with temperature {c['temperature']:.3f}; "
-            f"{s['level']:.0%} prediction sets hold the true class for {s['coverage']:.2%} of {ev.split} images, "
-            f"{s['mean_set_size']:.2f} classes on average")
+    return (f"calibration: ECE {c.ece:.4f} -> {c.ece_calibrated:.4f} with temperature {c.temperature:.3f}; "
+            f"{s.level:.0%} prediction sets hold the true class for {s.coverage:.2%} of {ev.split} images, "
+            f"{s.mean_set_size:.2f} classes on average")
 
 
 def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, log: Any = print) -> Calibration:
@@ -455,7 +456,8 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
                     extra={**extra, "calibration": cal.to_dict()})
     if ds.test is not None and rd.metrics.is_file():
         m = json.loads(rd.metrics.read_text())
-        m.update(trust.measure(numpy_logits(model, ds.test.images, tta=config.tta_views), ds.test.labels, cal))
+        figures, sets = trust.measure(numpy_logits(model, ds.test.images, tta=config.tta_views), ds.test.labels, cal)
+        m.update(calibration=figures, conformal=sets)
         write_json(rd.metrics, m)
     return cal
 

@@ -176,7 +176,8 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
             missing["embedding_map"] = str(e)
     return Row(key, technique, config.model, m.test_accuracy, ci, how, ref, ref_text, verdict(ci, ref),
                m.train_seconds, m.parameters, command_for(config, data=data_args), describe(config),
-               m.val_accuracy, details={"calibration": m.test.calibration, "conformal": m.test.conformal, **missing},
+               m.val_accuracy,
+               details={"calibration": _plain(m.test.calibration), "conformal": _plain(m.test.conformal), **missing},
                pictures=_run_pictures(sdir, root, misclassified=explained), run_dir=str(sdir.relative_to(root)))
 
 
@@ -308,6 +309,11 @@ def paired_with_preset(rows: list[Row], root: Path) -> list[dict[str, Any]]:
                     "accuracy_difference": c.difference, "ci95": list(c.ci95), "p_value": c.p_value,
                     "only_this": c.only_a, "only_preset": c.only_b})
     return out
+
+
+def _plain(figures: Any) -> dict[str, Any] | None:
+    """Figures as a row's details hold them: plain JSON values, as result.json gives them back."""
+    return dataclasses.asdict(figures) if figures is not None else None
 
 
 def _quiet(*_: Any) -> None:  # the study prints its own step lines

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fmnist.errors import FmnistError
-from fmnist.metrics import softmax
+from fmnist.metrics import CalibrationFigures, SetFigures, softmax
 
 ECE_BINS = 15
 DEFAULT_LEVEL = 0.9  # prediction sets hold the true class with this probability
@@ -154,22 +154,18 @@ class Calibration:
         return cls(temperature=t, level=level, threshold=q, fitted_on=fitted_on, n=int(n))
 
 
-def measure(logits: np.ndarray, labels: np.ndarray, calibration: Calibration | None) -> dict[str, Any]:
-    """metrics.json's "calibration" and "conformal" entries on labelled data (the test set): ECE before and after
-    the stored temperature, and the coverage and mean size of the prediction sets."""
+def measure(logits: np.ndarray, labels: np.ndarray,
+            calibration: Calibration | None) -> tuple[CalibrationFigures, SetFigures | None]:
+    """Evaluation's calibration and conformal figures on labelled data (the test set): ECE before and after the
+    stored temperature, and the coverage and mean size of the prediction sets (None without a calibration)."""
     raw = softmax(logits)
-    out: dict[str, Any] = {"calibration": {"ece": expected_calibration_error(raw, labels), "bins": ECE_BINS,
-                                           "ece_calibrated": None, "temperature": None, "nll": nll(logits, labels),
-                                           "nll_calibrated": None}}
+    ece, loss = expected_calibration_error(raw, labels), nll(logits, labels)
     if calibration is None:
-        out["conformal"] = None
-        return out
+        return CalibrationFigures(ece, ECE_BINS, loss), None
     cal = calibration.probabilities(logits)
-    out["calibration"].update(ece_calibrated=expected_calibration_error(cal, labels),
-                              temperature=calibration.temperature,
-                              nll_calibrated=nll(logits, labels, calibration.temperature))
+    figures = CalibrationFigures(ece, ECE_BINS, loss, calibration.temperature, expected_calibration_error(cal, labels),
+                                 nll(logits, labels, calibration.temperature))
     sets = calibration.sets(cal)
     coverage, size = set_coverage(sets, labels)
-    out["conformal"] = {"alpha": round(1 - calibration.level, 10), "level": calibration.level, "coverage": coverage,
-                        "mean_set_size": size, "set_sizes": set_sizes(sets), "threshold": calibration.threshold}
-    return out
+    return figures, SetFigures(round(1 - calibration.level, 10), calibration.level, coverage, size, set_sizes(sets),
+                               calibration.threshold)

@@ -51,7 +51,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fmnist.bench import bench_options, run_bench
+    from fmnist.bench import bench_json, bench_options, run_bench
     from fmnist.files import prepare_out_dir, write_json
 
     if args.time_to_accuracy and args.time_to_reference:
@@ -66,7 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     res, text = run_bench(load(args), mode, device=args.device, **options)
     if text:
         print(text)
-    write_json(args.out, res)
+    write_json(args.out, bench_json(res))
     print(f"wrote {args.out}")
     return 0
 

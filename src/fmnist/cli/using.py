@@ -75,8 +75,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if ds is not None and args.check:
         split = ds.test if ds.test is not None else ds.train
         a = agreement(args.run_dir, split.images[:args.check])
-        print(f"onnxruntime vs PyTorch on {a['n']:,} images: same prediction {a['same_prediction']:.4%}, "
-              f"max |logit difference| {a['max_abs_logit_diff']:.2e}")
+        print(f"onnxruntime vs PyTorch on {a.n:,} images: same prediction {a.same_prediction:.4%}, "
+              f"max |logit difference| {a.max_abs_logit_diff:.2e}")
     if args.quantize:
         print(format_int8(export_int8(args.run_dir, ds, args.calibration_images, args.weight_bits)))
     return 0
