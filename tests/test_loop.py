@@ -127,7 +127,7 @@ def test_muon_updates_the_conv_weights_through_their_matrix_views(small_ds):
     before = [p.detach().clone() for p in convs]
     h = fit(m, small_ds.train, subset(small_ds.test, 100), cfg, progress=False, log=lambda *_: None)
     assert all(not torch.equal(b, p) for b, p in zip(before, convs, strict=True))
-    assert h.train_loss[1] < h.train_loss[0] and h.val_acc[-1] > 0.5
+    assert h.train_loss[1] < h.train_loss[0] and h.val_accuracy[-1] > 0.5
     state = opt.state_dict()  # what --resume saves and loads
     fresh = make_optimizer(m, cfg)
     fresh.load_state_dict(state)

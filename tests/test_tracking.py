@@ -15,7 +15,7 @@ def test_train_logs_params_curves_results_and_files_to_mlflow(tmp_path, monkeypa
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("fmnist").experiment_id])
     assert run.data.params["model"] == "lenet5" and run.data.params["epochs"] == "2"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
     import json
 
@@ -53,7 +53,7 @@ def test_tuning_trials_and_cv_folds_are_nested_runs(tmp_path, monkeypatch):
 
     assert children(tune) == ["best", "trial 0", "trial 1"]  # the trials, and the retrained best configuration
     assert children(cv) == ["fold 1", "fold 2"]
-    assert "best_val_acc" in tune.data.metrics and by_name["fold 1"].data.metrics["test_accuracy"] >= 0
+    assert "best_val_accuracy" in tune.data.metrics and by_name["fold 1"].data.metrics["test_accuracy"] >= 0
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ def test_lite0_head_trains_with_frozen_real_backbone(small_ds):
     assert all(torch.equal(before[k], v) for k, v in m.backbone.state_dict().items())  # BN stats too
     assert any(not torch.equal(a, b) for a, b in zip(head_before, m.head.parameters(), strict=True))
     assert h.train_loss[-1] < h.train_loss[0]
-    assert h.val_acc[-1] > 0.3  # ImageNet features carry real signal: far above chance (0.1)
+    assert h.val_accuracy[-1] > 0.3  # ImageNet features carry real signal: far above chance (0.1)
 
 
 def test_unfrozen_blocks_get_gradients():

@@ -177,9 +177,9 @@ def cross_validate(config: TrainConfig, ds: Dataset, folds: int, out_dir: str | 
             test = (evaluate(model, ds.test, ds.class_names, tta=config.tta_views).accuracy
                     if ds.test is not None else None)
             if t is not None:
-                t.metrics({"val_accuracy": h.kept_val_accuracy, "test_accuracy": test,
+                t.metrics({"kept_val_accuracy": h.kept_val_accuracy, "test_accuracy": test,
                            "train_seconds": h.train_seconds})
-        res = Fold(r, k, h.train_acc[-1], h.train_loss[-1], h.kept_val_accuracy, h.kept_val_loss, test,
+        res = Fold(r, k, h.train_accuracy[-1], h.train_loss[-1], h.kept_val_accuracy, h.kept_val_loss, test,
                    h.train_seconds, h.as_dict())
         if keep_probabilities:
             from fmnist.inference import numpy_logits

@@ -31,9 +31,9 @@ class History:
 
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
-    val_acc: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # wall time of each epoch (training + validation)
     lr: list[float] = field(default_factory=list)  # learning rate at the end of each epoch
     best_epoch: int = 0  # epoch of lowest validation loss
@@ -47,9 +47,9 @@ class History:
     def kept_val_accuracy(self) -> float | None:
         """Validation accuracy of the weights the run keeps: the best epoch's when early stopping restored them,
         else the last epoch's; None without validation (RunMetrics.val_accuracy)."""
-        if not self.val_acc:
+        if not self.val_accuracy:
             return None
-        v = self.val_acc[self.best_epoch - 1] if self.restored_best else self.val_acc[-1]
+        v = self.val_accuracy[self.best_epoch - 1] if self.restored_best else self.val_accuracy[-1]
         return v if math.isfinite(v) else None
 
     @property
@@ -73,7 +73,8 @@ class History:
             df = pd.read_csv(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             raise FmnistError(f"{path}: not a readable history ({e})") from None
-        cols = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr")
+        df = df.rename(columns={"train_acc": "train_accuracy", "val_acc": "val_accuracy"})  # the previous release's
+        cols = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "lr")
         h = cls(**{c: [int(v) for v in df[c]] if c == "epoch" else [float(v) for v in df[c]] for c in cols
                    if c in df})
         if h.val_loss and any(math.isfinite(v) for v in h.val_loss):
@@ -82,8 +83,8 @@ class History:
         return h
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """history.csv: epoch, train_loss, train_acc, val_loss, val_acc, seconds, lr (atomically)."""
-        cols = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr")
+        """history.csv: epoch, train_loss, train_accuracy, val_loss, val_accuracy, seconds, lr (atomically)."""
+        cols = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "lr")
         lines = [",".join(cols)]
         for i in range(len(self.epoch)):
             # an empty cell, not "nan", where a run had no validation split
@@ -245,14 +246,14 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
             if hist.stopped_early:
                 break
             t_ep = time.perf_counter()
-            train_loss, train_acc, lr = _train_epoch(net, opt, ema, x_tr, y_tr, alt, g, run, epoch, config, l2, device,
-                                                     dtype, progress)
+            train_loss, train_accuracy, lr = _train_epoch(net, opt, ema, x_tr, y_tr, alt, g, run, epoch, config, l2,
+                                                          device, dtype, progress)
             # with EMA the average, kept apart from the training weights, is what each epoch is judged by
             judged = _averaged(ema, x_tr[:4096], dtype) if ema is not None else net
-            val_loss, val_acc = _validate(judged, x_va, y_va, dtype)
-            for k, v in (("epoch", epoch), ("train_loss", train_loss), ("train_acc", train_acc),
-                         ("val_loss", val_loss), ("val_acc", val_acc), ("seconds", time.perf_counter() - t_ep),
-                         ("lr", lr)):
+            val_loss, val_accuracy = _validate(judged, x_va, y_va, dtype)
+            for k, v in (("epoch", epoch), ("train_loss", train_loss), ("train_accuracy", train_accuracy),
+                         ("val_loss", val_loss), ("val_accuracy", val_accuracy),
+                         ("seconds", time.perf_counter() - t_ep), ("lr", lr)):
                 getattr(hist, k).append(v)
             if val_loss < run.best_loss:
                 run.best_loss, run.since_best, hist.best_epoch = val_loss, 0, epoch
@@ -265,8 +266,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, config: TrainConfig,
                 hist.train_seconds = run.before + time.perf_counter() - t_start
                 _state(run, config, net, opt, ema, g, device).save(state_path)
             # logged once the state is on disk: a run killed after this line resumes after this epoch
-            log(f"epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                + (f"val loss {val_loss:.4f} acc {val_acc:.4f}" if x_va is not None else "(no validation split)")
+            log(f"epoch {epoch:>3}/{config.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.4f}  "
+                + (f"val loss {val_loss:.4f} acc {val_accuracy:.4f}" if x_va is not None else "(no validation split)")
                 + f"  {hist.seconds[-1]:.1f}s" + ("  (best)" if hist.best_epoch == epoch and x_va is not None else ""))
             if on_epoch is not None:
                 on_epoch(hist)

@@ -124,11 +124,11 @@ def learning_curves(history: Any, path: PathLike | None = None, title: str = "")
     a1, a2 = fig.subplots(1, 2)
     ep = history["epoch"]
     a1.plot(ep, history["train_loss"], "o-", label="train", ms=3)
-    a2.plot(ep, history["train_acc"], "o-", label="train", ms=3)
+    a2.plot(ep, history["train_accuracy"], "o-", label="train", ms=3)
     val_loss = np.array([np.nan if v is None else v for v in history["val_loss"]], dtype=float)
     if np.isfinite(val_loss).any():  # a run without a validation split has no validation curves to draw
         a1.plot(ep, val_loss, "o-", label="validation", ms=3)
-        a2.plot(ep, history["val_acc"], "o-", label="validation", ms=3)
+        a2.plot(ep, history["val_accuracy"], "o-", label="validation", ms=3)
         best = int(np.nanargmin(val_loss))
         a1.axvline(ep[best], color="gray", ls=":", label=f"lowest val loss (epoch {ep[best]})")
     a1.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -148,7 +148,7 @@ def fold_curves(histories: Sequence[dict[str, Sequence[float]]], path: PathLike 
     for i, h in enumerate(histories):
         axes[0].plot(h["epoch"], h["train_loss"], label=f"fold {i + 1}")
         axes[1].plot(h["epoch"], h["val_loss"], label=f"fold {i + 1}")
-        axes[2].plot(h["epoch"], h["val_acc"], label=f"fold {i + 1}")
+        axes[2].plot(h["epoch"], h["val_accuracy"], label=f"fold {i + 1}")
     for ax, t in zip(axes, ("train loss", "validation loss", "validation accuracy"), strict=True):
         ax.set(xlabel="epoch", title=t)
         ax.legend(fontsize=7)
@@ -402,11 +402,11 @@ def compare_runs(histories: Sequence[Any], names: Sequence[str], per_class: Sequ
     fig = _figure(12, 4.2)
     a1, a2 = fig.subplots(1, 2, width_ratios=(1, 1.4))
     for h, n in zip(histories, names, strict=True):
-        val = np.array([np.nan if v is None else v for v in h.val_acc], dtype=float)
+        val = np.array([np.nan if v is None else v for v in h.val_accuracy], dtype=float)
         if np.isfinite(val).any():
             a1.plot(h.epoch, val, "o-", ms=3, label=f"{n} (validation)")
         else:
-            a1.plot(h.epoch, h.train_acc, "o--", ms=3, label=f"{n} (train)")
+            a1.plot(h.epoch, h.train_accuracy, "o--", ms=3, label=f"{n} (train)")
     a1.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per epoch")
     a1.legend(fontsize=7)
     classes = list(per_class[0])

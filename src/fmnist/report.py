@@ -131,10 +131,10 @@ def write_report(result: StudyResult, out: Path) -> Path:
                      "test.</p><table><tr><th class='l'>row</th><th>difference</th><th>95% interval</th>"
                      "<th>McNemar p</th><th>right only here / only the preset</th></tr>")
         for c in result.paired:
-            parts.append(f"<tr><td class='l'>{html.escape(c['technique'])}: {html.escape(c['model'])}</td>"
-                         f"<td>{100 * c['accuracy_difference']:+.2f}</td><td>{100 * c['ci95'][0]:+.2f} – "
-                         f"{100 * c['ci95'][1]:+.2f}</td><td>{c['p_value']:.2g}</td>"
-                         f"<td>{c['only_this']} / {c['only_preset']}</td></tr>")
+            parts.append(f"<tr><td class='l'>{html.escape(c.technique)}: {html.escape(c.model)}</td>"
+                         f"<td>{100 * c.accuracy_difference:+.2f}</td><td>{100 * c.ci95[0]:+.2f} – "
+                         f"{100 * c.ci95[1]:+.2f}</td><td>{c.p_value:.2g}</td>"
+                         f"<td>{c.only_this} / {c.only_preset}</td></tr>")
         parts.append("</table>")
 
     parts.append("<h2 id='data'>Data audit</h2>"

@@ -385,7 +385,7 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         rd.train_state.unlink(missing_ok=True)  # complete: the run's files say everything
     if tracker is not None:
         tracker.metrics({"test_accuracy": metrics.test_accuracy, "test_loss": metrics.test_loss,
-                         "val_accuracy": metrics.val_accuracy, "train_seconds": metrics.train_seconds,
+                         "kept_val_accuracy": metrics.val_accuracy, "train_seconds": metrics.train_seconds,
                          "parameters": metrics.parameters})
         tracker.artifacts(out)
     return Run(model, config, hist, metrics, out, ds.class_names, calibration)

@@ -285,7 +285,22 @@ def augmentation_step(key: str, config: TrainConfig, ds: Dataset, root: Path, pr
                run_dir=str((sdir / "with").relative_to(root)))
 
 
-def paired_with_preset(rows: list[Row], root: Path) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class AgainstPreset:
+    """One row against fmnist's preset on the same test images."""
+
+    key: str
+    technique: str
+    model: str
+    vs: str  # the preset row's key
+    accuracy_difference: float  # this row minus the preset
+    ci95: tuple[float, float]
+    p_value: float  # McNemar's exact test
+    only_this: int  # test images only this row's model gets right
+    only_preset: int
+
+
+def paired_with_preset(rows: list[Row], root: Path) -> list[AgainstPreset]:
     """Each row against the fmnist preset's row on the same test images: the accuracy difference, its interval
     and McNemar's p (rows of one model each, whose runs kept their test predictions)."""
     from fmnist.metrics import paired_comparison
@@ -305,9 +320,8 @@ def paired_with_preset(rows: list[Row], root: Path) -> list[dict[str, Any]]:
         if ref is None or mine is None or len(mine) != len(ref):
             continue
         c = paired_comparison(mine, ref)
-        out.append({"key": r.key, "technique": r.technique, "model": r.model, "vs": preset.key,
-                    "accuracy_difference": c.difference, "ci95": list(c.ci95), "p_value": c.p_value,
-                    "only_this": c.only_a, "only_preset": c.only_b})
+        out.append(AgainstPreset(r.key, r.technique, r.model, preset.key, c.difference, c.ci95, c.p_value, c.only_a,
+                                 c.only_b))
     return out
 
 
@@ -346,7 +360,7 @@ class StudyResult:
     data: dict[str, Any]  # the data audit's summary and pictures
     rows: list[Row]
     skipped: list[dict[str, str]]  # steps that could not run here, and why
-    paired: list[dict[str, Any]]  # each row against fmnist's preset on the same test images (McNemar)
+    paired: list[AgainstPreset]  # each row against fmnist's preset on the same test images (McNemar)
     seconds: float
     source: str
     provenance: dict[str, Any]

@@ -36,11 +36,11 @@ class Tracker:
         self.mlflow.log_params(flat)
 
     def epoch(self, history: Any) -> None:
-        """The last epoch of a History: train_loss, train_acc, val_loss, val_acc, lr at step = epoch."""
+        """The last epoch of a History: train_loss, train_accuracy, val_loss, val_accuracy, lr at step = epoch."""
         import math
 
         i = len(history.epoch) - 1
-        values = {k: getattr(history, k)[i] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr")}
+        values = {k: getattr(history, k)[i] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")}
         self.mlflow.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=history.epoch[i])
 
     def metrics(self, values: dict[str, float | None]) -> None:

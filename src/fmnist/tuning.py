@@ -90,7 +90,7 @@ class TuneResult:
     study_name: str
     storage: str
     sampler: str
-    metric: str  # val_acc (maximized) or val_loss (minimized)
+    metric: str  # val_accuracy (maximized) or val_loss (minimized)
     n_trials: int  # every trial in the study, failed and surplus ones included
     n_finished: int  # complete + pruned: what --trials counts
     target_trials: int
@@ -203,7 +203,7 @@ def _sampler(name: str, space: dict, seed: int) -> Any:
 
 def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike, sampler: str = "tpe",
          trials: int | None = None, timeout: float | None = None, storage: str | None = None,
-         study_name: str | None = None, metric: str = "val_acc", retrain: bool = True, progress: bool = False,
+         study_name: str | None = None, metric: str = "val_accuracy", retrain: bool = True, progress: bool = False,
          heartbeat: int = HEARTBEAT_SECONDS, log: Any = print, mlflow: str | None = None) -> TuneResult:
     """Run, resume or join a study until it has `trials` finished trials (counting every worker's); then write
     trials.csv, tune.json and plots, and retrain the best configuration once (one worker of a shared study) on the
@@ -223,6 +223,10 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     smp, grid = _sampler(sampler, space, sampler_seed(base.seed, storage))
     if trials is None:
         trials = len(grid) if grid else 20
+    if metric == "val_acc":
+        metric = note_renamed("metric", metric, "val_accuracy")
+    if metric not in ("val_accuracy", "val_loss"):
+        raise FmnistError(f"metric must be val_accuracy or val_loss, got {metric!r}")
     if trials < 1:
         raise FmnistError(f"--trials must be at least 1, got {trials}")
     if grid and trials > len(grid):
@@ -233,7 +237,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
     out = prepare_out_dir(out_dir, existing="keep")  # a study in it resumes
     url = storage_url(storage, out / "study.db")
     study_name = study_name or f"tune-{base.model}"
-    direction = "maximize" if metric == "val_acc" else "minimize"
+    direction = "maximize" if metric == "val_accuracy" else "minimize"
     signature = {"kind": "tune", "config": base.to_dict() | {"device": None}, "space": space, "sampler": sampler,
                  "metric": metric, "data": ds.source, "train_rows": len(ds.train)}
     study = open_study(url, heartbeat, study_name, smp, direction, signature,
@@ -253,7 +257,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
         def report(h: History) -> None:
             if t is not None:
                 t.epoch(h)  # the epoch's curves to MLflow
-            trial.report(h.val_acc[-1] if metric == "val_acc" else h.val_loss[-1], h.epoch[-1])
+            trial.report(h.val_accuracy[-1] if metric == "val_accuracy" else h.val_loss[-1], h.epoch[-1])
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {h.epoch[-1]}")
 
@@ -264,7 +268,7 @@ def tune(base: TrainConfig, ds: Dataset, space: dict, out_dir: str | os.PathLike
             if h.interrupted:
                 raise KeyboardInterrupt
             # the kept weights' validation figure: what RunMetrics.val_accuracy means everywhere
-            value = h.kept_val_accuracy if metric == "val_acc" else h.kept_val_loss
+            value = h.kept_val_accuracy if metric == "val_accuracy" else h.kept_val_loss
             if t is not None:
                 t.metrics({metric: value, "train_seconds": h.train_seconds})
         trial.set_user_attr("train_seconds", h.train_seconds)

@@ -187,8 +187,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, metavar="N", help="finished trials wanted in the study (default: grid "
                                                            "size or 20)")
     add_storage_args(p, "default tune-MODEL")
-    p.add_argument("--metric", choices=("val_acc", "val_loss"), default="val_acc",
-                   help="what the search maximizes (val_acc) or minimizes (val_loss), on the validation split")
+    # val_acc: the previous release's name, for one release
+    p.add_argument("--metric", choices=("val_accuracy", "val_loss", "val_acc"), default="val_accuracy",
+                   help="what the search maximizes (val_accuracy) or minimizes (val_loss), on the validation split")
     p.add_argument("--no-retrain", action="store_true",
                    help="skip retraining and testing the best configuration (extra workers of a shared study)")
     add_run_args(p, "output directory (default runs/tune-MODEL)")
