@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist.augment import augment_batch
 from fmnist.config import TrainConfig
 from fmnist.data import subset
-from fmnist.errors import FmnistError
 from fmnist.loop import fit
 from fmnist.models import create_model
-from fmnist.optim import lr_at
 
 
 def test_one_epoch_lowers_loss_and_is_deterministic(small_ds):
@@ -42,36 +39,6 @@ def test_early_stopping_restores_best(small_ds):
     h = fit(m, small_ds.train, small_ds.test, cfg, progress=False, log=lambda *_: None)
     assert h.stopped_early and len(h.epoch) < 30
     assert h.best_epoch == int(np.argmin(h.val_loss)) + 1
-
-
-def test_schedules_and_augmentation():
-    cfg = TrainConfig(lr=1.0, schedule="onecycle")
-    lrs = [lr_at(s, 100, cfg, 10) for s in range(100)]
-    assert max(lrs) == pytest.approx(1.0, abs=0.05) and lrs[-1] < 0.02 and lrs[0] < 0.1
-    cfg = TrainConfig(lr=1.0, schedule="cosine")
-    assert lr_at(0, 100, cfg, 10) == 1.0 and lr_at(99, 100, cfg, 10) < 0.01
-    x = torch.randn(16, 1, 28, 28)
-    out = augment_batch(x, ["crop", "flip", "rotate", "erase"], torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.isfinite(out).all() and not torch.equal(out, x)
-
-
-def test_erase_area_bounds_the_erased_rectangle():
-    x = torch.ones(400, 1, 28, 28)
-    for area in (0.16, 0.4):
-        erased = (augment_batch(x, ["erase"], torch.Generator().manual_seed(0), erase_area=area) != 1).sum((1, 2, 3))
-        assert erased.max() <= area * 784 and (erased > 0).float().mean().item() == pytest.approx(0.5, abs=0.1)
-    assert erased.max() > 0.16 * 784  # the larger setting erases rectangles the default never does
-    with pytest.raises(FmnistError, match="erase_area"):
-        TrainConfig(erase_area=0.01)
-
-
-def test_alternating_flips_mirror_the_images_they_are_told_to():
-    x = torch.randn(6, 1, 28, 28)
-    mask = torch.tensor([True, False, True, False, False, True])
-    out = augment_batch(x, ["altflip"], torch.Generator().manual_seed(0), mask)
-    assert torch.equal(out[mask], x[mask].flip(3)) and torch.equal(out[~mask], x[~mask])
-    with pytest.raises(FmnistError, match="not both"):
-        TrainConfig(augment="flip,altflip")
 
 
 @pytest.mark.slow
@@ -111,27 +78,6 @@ def test_resume_after_sigkill_continues_at_the_next_epoch_and_matches(tmp_path):
     assert len(a) == 4 and drop_seconds[0] == drop_seconds[1]  # the same losses and accuracies, epoch by epoch
     ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert ma["test_accuracy"] == mb["test_accuracy"] and ma["epochs_run"] == 3
-
-
-def test_muon_updates_the_conv_weights_through_their_matrix_views(small_ds):
-    from fmnist.optim import MuonSGD, make_optimizer
-
-    cfg = TrainConfig(model="cnn_basic", optimizer="muon", lr=0.05, muon_lr=0.02, epochs=2, batch_size=64)
-    m = create_model("cnn_basic").to(memory_format=torch.channels_last)  # as fit lays it out
-    opt = make_optimizer(m, cfg)
-    assert isinstance(opt, MuonSGD)
-    convs = [p for p in m.parameters() if p.ndim == 4]
-    assert {id(p) for p, _, _ in opt._pairs} >= {id(p) for p in convs}  # every conv weight goes to Muon
-    out_layer = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)][-1]
-    assert all(p is not out_layer.weight for p, _, _ in opt._pairs)  # the output layer stays with SGD
-    before = [p.detach().clone() for p in convs]
-    h = fit(m, small_ds.train, subset(small_ds.test, 100), cfg, progress=False, log=lambda *_: None)
-    assert all(not torch.equal(b, p) for b, p in zip(before, convs, strict=True))
-    assert h.train_loss[1] < h.train_loss[0] and h.val_accuracy[-1] > 0.5
-    state = opt.state_dict()  # what --resume saves and loads
-    fresh = make_optimizer(m, cfg)
-    fresh.load_state_dict(state)
-    assert fresh.state_dict()["muon"]["state"].keys() == state["muon"]["state"].keys()
 
 
 def test_whitening_stem_is_set_from_the_training_images(small_ds):
