@@ -33,6 +33,7 @@ def _dirty_csv(tmp_path, rng):
     r = list(rng.integers(0, 256, 784)); r[7] = "abc"; rows.append(r); labels.append(4)   # text in a pixel
     rows.append(list(rng.integers(0, 256, 784))); labels.append(10)                     # label 10
     r = list(rng.integers(0, 256, 784)); r[0] = 300; rows.append(r); labels.append(2)     # pixel 300
+    (tmp_path / "classes.txt").write_text("\n".join(f"class {i}" for i in range(10)))  # 10 classes: 10 is invalid
     return write_csv(tmp_path / "train.csv", labels, rows)
 
 
@@ -136,9 +137,9 @@ def test_uncompressed_idx_and_npz_agree(tmp_path):
     x = np.arange(2 * 784, dtype=np.uint8).reshape(2, 28, 28)
     _idx(tmp_path / "train-images-idx3-ubyte", 0x803, (2, 28, 28), x.tobytes(), gz=False)
     assert (read_idx(tmp_path / "train-images-idx3-ubyte", 3) == x).all()
-    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([1, 2]), x_test=255 - x[:1], y_test=np.array([1]))
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([0, 1]), x_test=255 - x[:1], y_test=np.array([1]))
     ds = load_dataset(tmp_path / "d.npz")
-    assert (ds.train.images == x).all() and list(ds.test.labels) == [1]
+    assert (ds.train.images == x).all() and list(ds.test.labels) == [1] and ds.class_names == ("0", "1")
 
 
 def test_csv_round_trip_matches_idx(tmp_path, small_ds):
@@ -167,6 +168,7 @@ def test_class_name_labels_are_read_and_said(tmp_path, small_ds, capsys):
     from fmnist.data import FASHION_CLASSES
 
     px, y = _rows(small_ds, 30)
+    (tmp_path / "classes.txt").write_text("\n".join(FASHION_CLASSES))  # the names the labels are given by
     f = write_csv(tmp_path / "train.csv", [f" {FASHION_CLASSES[i].upper()} " for i in y], px)
     ds = load_dataset(f)
     assert (ds.train.labels == y).all() and "30 labels given as class names" in ds.changes()[0]
@@ -187,8 +189,9 @@ def test_npz_floats_in_0_1_are_scaled_and_other_scales_refused(tmp_path, small_d
     x, y = small_ds.train.images[:40], small_ds.train.labels[:40]
     np.savez(tmp_path / "f.npz", x_train=x / 255.0, y_train=y)
     ds = load_dataset(tmp_path / "f.npz")
-    assert (ds.train.images == x).all() and ds.changes() == [f"{tmp_path / 'f.npz'}[train]: float pixels in 0..1, "
-                                                             "scaled to 0..255"]
+    assert (ds.train.images == x).all() and ds.changes()[0] == f"{tmp_path / 'f.npz'}[train]: float pixels in 0..1, " \
+                                                               "scaled to 0..255"
+    assert "the 10 classes are named by their numbers 0..9" in ds.changes()[1]  # 40 rows: not the official files
     np.savez(tmp_path / "s.npz", x_train=(x / 255.0 - 0.286) / 0.353, y_train=y)
     with pytest.raises(DataError, match=r"s.npz\[train\]: pixels range -0.81..2.02; negative values look "
                                         "standardized"):
@@ -237,6 +240,7 @@ def test_train_prints_every_row_cleaning_dropped(tmp_path, small_ds, capsys):
     px, y = _rows(small_ds, 120)
     y = y.copy()
     y[:3] = 12
+    (tmp_path / "classes.txt").write_text("\n".join(f"class {i}" for i in range(10)))  # 10 classes: 12 is invalid
     f = write_csv(tmp_path / "train.csv", y, px)
     assert main(["train", "lenet5", "--data", str(f), "--epochs", "1", "--val-fraction", "0", "--quiet",
                  "--out", str(tmp_path / "run")]) == 0

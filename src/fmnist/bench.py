@@ -146,11 +146,11 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
     rows = {}
     for name, cfg in configs.items():
         torch.manual_seed(0)
-        m = create_model(name)
+        m = create_model(name, num_classes=ds.num_classes)
         h = fit(m, ds.train, None, cfg, progress=False, log=lambda *_: None)
         fm = LoopFigures(h.images_per_second, _test_acc(m, ds, dtype), inference_speed(m, ds, dtype))
         torch.manual_seed(0)
-        ref = create_model(name)
+        ref = create_model(name, num_classes=ds.num_classes)
         per_s = reference_fit(ref, ds.train.images, ds.train.labels, epochs, batch_size, 1e-3, 0, dev)
         r = rows[name] = ModelBench(count_parameters(m), fm, LoopFigures(per_s, _test_acc(ref, ds, None),
                                                                           inference_speed(ref, ds, None)))

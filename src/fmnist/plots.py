@@ -37,6 +37,29 @@ def _figure(*size: float) -> Figure:
     return Figure(figsize=size, layout="constrained")
 
 
+# how many classes a picture shows one by one before it summarizes: beyond this, names and cells no longer fit
+MANY_CLASSES = 30
+
+
+def _class_ticks(ax: Any, names: Sequence[str], axis: str = "x", rotation: int = 45) -> None:
+    """Class names as tick labels that stay readable for any number of classes: smaller type as classes grow, and
+    beyond a hundred only every n-th name (the picture says which)."""
+    k = len(names)
+    step = max(1, k // 100)
+    size = 8 if k <= 20 else 6 if k <= 50 else 4
+    pos = list(range(0, k, step))
+    labels = [_short(names[i]) for i in pos]
+    if axis == "x":
+        ax.set_xticks(pos, labels, rotation=rotation if k > 5 else 0, ha="right" if k > 5 else "center",
+                      fontsize=size)
+    else:
+        ax.set_yticks(pos, labels, fontsize=size)
+
+
+def _short(name: str, n: int = 18) -> str:
+    return name if len(name) <= n else name[:n - 1] + "…"
+
+
 def _done(fig: Figure, path: PathLike | None) -> Figure:
     if path is not None:
         save_figure(fig, path)
@@ -46,13 +69,15 @@ def _done(fig: Figure, path: PathLike | None) -> Figure:
 @_text_only
 def class_distribution(counts: dict[str, dict[str, int]], path: PathLike | None = None) -> Figure:
     """Bar charts of class counts, one panel per split ({'train': {name: n}, 'test': {...}})."""
-    fig = _figure(6 * len(counts), 4)
+    k = len(next(iter(counts.values()), {}))
+    fig = _figure(min(40.0, max(6.0, 0.2 * k)) * len(counts), 4)
     axes = fig.subplots(1, len(counts), squeeze=False)
     for ax, (split, c) in zip(axes[0], counts.items(), strict=True):
         names, values = list(c), list(c.values())
         bars = ax.bar(range(len(names)), values, color="tab:blue")
-        ax.bar_label(bars, fontsize=7)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        if len(names) <= MANY_CLASSES:
+            ax.bar_label(bars, fontsize=7)
+        _class_ticks(ax, names)
         ax.set_title(f"{split}: {sum(values):,} images")
         ax.set_ylabel("images")
     fig.suptitle("Class distribution")
@@ -64,9 +89,9 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
                 per_class: int = 8, seed: int = 0) -> Figure:
     """A grid of sample images, one row per class, with the class name."""
     rng = np.random.default_rng(seed)
-    k = len(class_names)
+    k = min(len(class_names), MANY_CLASSES)  # the first classes; the title says how many of all
     fig = _figure(per_class * 0.9, k * 0.95)
-    axes = fig.subplots(k, per_class)
+    axes = fig.subplots(k, per_class, squeeze=False)
     for c in range(k):
         idx = np.flatnonzero(labels == c)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
@@ -75,8 +100,9 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
             ax.axis("off")
             if j < len(pick):
                 ax.imshow(images[pick[j]], cmap="gray_r", vmin=0, vmax=255)
-        axes[c, 0].text(-3, 14, class_names[c], ha="right", va="center", fontsize=8)
-    fig.suptitle("Sample images per class")
+        axes[c, 0].text(-3, 14, _short(class_names[c]), ha="right", va="center", fontsize=8)
+    fig.suptitle("Sample images per class" + (f" (the first {k} of {len(class_names)} classes)"
+                                              if k < len(class_names) else ""))
     return _done(fig, path)
 
 
@@ -84,17 +110,20 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 def mean_images(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 path: PathLike | None = None) -> Figure:
     """The mean image of each class as a heatmap."""
-    k = len(class_names)
-    fig = _figure(2 * ((k + 1) // 2), 4.4)
-    axes = fig.subplots(2, (k + 1) // 2)
+    k = min(len(class_names), 100)  # the first hundred classes at most; the title says how many of all
+    cols = (k + 1) // 2 if k <= 12 else int(np.ceil(np.sqrt(k * 1.5)))
+    rows = int(np.ceil(k / cols))
+    fig = _figure(1.6 * cols, 1.8 * rows + 0.8)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for c, ax in enumerate(axes.flat):
         ax.axis("off")
         if c < k:
             sel = images[labels == c]
             m = sel.mean(axis=0) if len(sel) else np.zeros(images.shape[1:])
             ax.imshow(m, cmap="inferno", vmin=0, vmax=255)
-            ax.set_title(class_names[c], fontsize=8)
-    fig.suptitle("Mean image per class")
+            ax.set_title(_short(class_names[c], 14), fontsize=8 if k <= 20 else 6)
+    fig.suptitle("Mean image per class" + (f" (the first {k} of {len(class_names)} classes)"
+                                           if k < len(class_names) else ""))
     return _done(fig, path)
 
 
@@ -171,16 +200,19 @@ def confusion_matrix(result: Any, class_names: Sequence[str] | None = None, path
         result = result.confusion_matrix
     cm = np.asarray(result)
     class_names = class_names or [str(i) for i in range(len(cm))]
-    fig = _figure(7.5, 6.5)
+    k = len(class_names)
+    side = min(30.0, max(6.5, 0.16 * k))
+    fig = _figure(side + 1, side)
     ax = fig.subplots()
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(cm.shape[0]):
-        for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
+    if k <= 20:  # counts in the cells while they fit; beyond, the colour says the fraction
+        for i in range(cm.shape[0]):
+            for j in range(cm.shape[1]):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    _class_ticks(ax, class_names, "x")
+    _class_ticks(ax, class_names, "y")
     ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (test set)")
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     return _done(fig, path)
@@ -204,10 +236,11 @@ def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: 
     for k, i in enumerate(wrong):
         ax = axes.flat[k * per]
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"true: {class_names[true[i]]}\npred: {class_names[pred[i]]}\n{conf[i]:.0%}", fontsize=7)
+        ax.set_title(f"true: {_short(class_names[true[i]])}\npred: {_short(class_names[pred[i]])}\n{conf[i]:.0%}",
+                     fontsize=7)
         if heatmaps is not None and i in heatmaps:
             _overlay(axes.flat[k * per + 1], images[i], heatmaps[i])
-            axes.flat[k * per + 1].set_title(f"why {class_names[pred[i]]}", fontsize=7)
+            axes.flat[k * per + 1].set_title(f"why {_short(class_names[pred[i]])}", fontsize=7)
     fig.suptitle(f"Misclassified images ({len(np.flatnonzero(true != pred))} in all; most confident first"
                  + ("; beside each, the pixels that drove the wrong answer" if heatmaps is not None else "") + ")")
     return _done(fig, path)
@@ -293,9 +326,13 @@ def embedding(xy: np.ndarray, true: np.ndarray, pred: np.ndarray, images: np.nda
     fig = _figure(9, 8)
     ax = fig.subplots()
     cmap = _tab10()
+    few = len(class_names) <= 20  # a legend and thumbnails per class while they fit
+    if not few:
+        thumbnails = 0
     for c, name in enumerate(class_names):
         m = true == c
-        ax.scatter(xy[m, 0], xy[m, 1], s=3, color=cmap(c % 10), label=name, alpha=0.6, linewidths=0)
+        ax.scatter(xy[m, 0], xy[m, 1], s=3, color=cmap(c % 10), label=_short(name) if few else None, alpha=0.6,
+                   linewidths=0)
     wrong = true != pred
     ax.scatter(xy[wrong, 0], xy[wrong, 1], s=9, marker="x", color="k", linewidths=0.5,
                label=f"misclassified ({int(wrong.sum()):,})")
@@ -410,11 +447,15 @@ def compare_runs(histories: Sequence[Any], names: Sequence[str], per_class: Sequ
     a1.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per epoch")
     a1.legend(fontsize=7)
     classes = list(per_class[0])
+    if len(classes) > MANY_CLASSES:  # the classes the runs find hardest, where a comparison matters
+        classes = sorted(classes, key=lambda c: np.mean([pc[c] for pc in per_class]))[:MANY_CLASSES]
     w = 0.8 / len(per_class)
     for k, (pc, n) in enumerate(zip(per_class, names, strict=True)):
         a2.bar(np.arange(len(classes)) + (k - (len(per_class) - 1) / 2) * w, [pc[c] for c in classes], w, label=n)
-    a2.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    _class_ticks(a2, classes, rotation=35)
     a2.set_ylim(max(0.0, min(min(pc.values()) for pc in per_class) - 0.05), 1.0)
-    a2.set(ylabel="test accuracy of the class (recall)", title="Per class")
+    a2.set(ylabel="test accuracy of the class (recall)",
+           title="Per class" + (f" (the {len(classes)} hardest of {len(per_class[0])})"
+                                if len(classes) < len(per_class[0]) else ""))
     a2.legend(fontsize=7)
     return _done(fig, path)

@@ -321,7 +321,7 @@ class Predictor:
         out: list[str | None] = []
         for img, e in zip(images, energy(logits), strict=True):
             if img.max() == 0:
-                out.append("nothing stands out from the background: there is no article to classify")
+                out.append("nothing stands out from the background: there is nothing to classify")
             elif "energy_threshold" in ood and e > ood["energy_threshold"]:
                 out.append(f"this picture looks unlike the training images (energy {e:.2f}, above the "
                            f"{ood['energy_threshold']:.2f} that {100 * ood['quantile']:.0f}% of held-out images stay "

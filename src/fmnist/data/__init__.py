@@ -11,11 +11,15 @@ import numpy as np
 from fmnist.data.audit import SplitAudit, audit_and_clean, first_problem
 from fmnist.data.readers import (
     FASHION_CLASSES,
+    MAX_CLASSES,
     RawSplit,
     check_class_names,
+    from_arrays,
+    is_fashion_mnist,
     locate,
     read_class_names,
     read_raw,
+    resolve_class_names,
 )
 from fmnist.errors import DataError
 
@@ -25,7 +29,8 @@ STD = 0.3530
 BLACK = -MEAN / STD  # a black (0) pixel, normalized: what padding and shifting bring in
 
 __all__ = [
-    "BLACK", "FASHION_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "check_class_names", "holdout_split",
+    "BLACK", "FASHION_CLASSES", "MAX_CLASSES", "MEAN", "STD", "Dataset", "Split", "SplitAudit", "check_class_names",
+    "holdout_split",
     "kfold_splits", "load_dataset", "subset", "to_input",
 ]
 
@@ -59,12 +64,47 @@ class Dataset:
 
     train: Split
     test: Split | None
-    class_names: tuple[str, ...] = FASHION_CLASSES
+    class_names: tuple[str, ...] | None = None  # None: the numbers 0..K-1 of the labels
     source: str = ""
     cleaned: bool = True
     audit: dict[str, SplitAudit] = field(default_factory=dict)
     train_test_overlap: int = 0
     notes: tuple[str, ...] = ()  # what reading changed (e.g. 0..1 floats scaled to 0..255)
+    fashion: bool = False  # Fashion-MNIST (the official files, or its ten class names): what its wording assumes
+    naming: str | None = None  # how the classes were named when no names were given (said after the changes)
+
+    def __post_init__(self) -> None:
+        names = self.class_names
+        if names is None:
+            top = max(int(s.labels.max()) for s in (self.train, self.test) if s is not None and len(s)) \
+                if len(self.train) else 1
+            names = tuple(str(i) for i in range(max(top, 1) + 1))
+        object.__setattr__(self, "class_names", check_class_names(tuple(names), "class_names"))
+        for name, s in (("train", self.train), ("test", self.test)):
+            if s is not None and len(s) and (s.labels.min() < 0 or s.labels.max() >= len(self.class_names)):
+                raise DataError(f"{name} labels run {s.labels.min()}..{s.labels.max()}, outside the "
+                                f"{len(self.class_names)} classes 0..{len(self.class_names) - 1}")
+        if self.class_names == FASHION_CLASSES:
+            object.__setattr__(self, "fashion", True)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_arrays(cls, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | None = None,
+                    y_test: np.ndarray | None = None, class_names: list[str] | tuple[str, ...] | None = None,
+                    clean: bool = True) -> Dataset:
+        """A dataset from arrays in a notebook: images uint8 or 0..1 floats, shaped (N, 28, 28), (N, 784) or
+        (N, 28, 28, 1); labels class numbers (or one-hot rows). Checked, audited and cleaned as files are, with
+        the same messages (what was changed is in `changes()`); class names are numbers unless given."""
+        names = check_class_names(tuple(class_names), "class_names") if class_names is not None else None
+        k = len(names) if names else None
+        if (x_test is None) != (y_test is None):
+            raise DataError("give both x_test and y_test, or neither")
+        train = from_arrays(x_train, y_train, "x_train", k)
+        test = from_arrays(x_test, y_test, "x_test", k) if x_test is not None else None
+        return _assemble(train, test, names, "arrays", clean, None, None)
 
     def changes(self) -> list[str]:
         """One line per thing that makes the data used differ from the files: rescaling, names read as numbers,
@@ -82,7 +122,7 @@ class Dataset:
             first = next((ex[0] for ex in a.examples.values() if ex), None)
             lines.append(f"{a.source}: kept {a.rows_kept:,} of {a.rows_read:,} rows; dropped {', '.join(why)}"
                          + (f" (e.g. {first})" if first else ""))
-        return lines
+        return lines + ([self.naming] if self.naming else [])
 
     def report(self) -> dict:
         """The data report as a JSON-ready dict (data_report.json)."""
@@ -92,7 +132,7 @@ class Dataset:
         out["train_test_overlap"] = self.train_test_overlap
         out["cleaning_policy"] = [
             "rows with empty cells, non-numeric or non-integer cells, pixels outside 0..255 or labels outside "
-            "0..9 are dropped",
+            f"0..{len(self.class_names) - 1} are dropped",
             "conflicting duplicates (one image, several labels) are dropped, every copy",
             "exact duplicates (same image and label) keep the first occurrence",
             "train images that also appear in test are dropped from train",
@@ -110,8 +150,15 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
         if n is not None and (not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1):
             raise DataError(f"--{name.replace('_', '-')} must be a whole number of rows, at least 1; got {n!r}")
     source = locate(data)
-    class_names = read_class_names(source)
-    train_raw, test_raw, source = read_raw(source, test_data, class_names)
+    train_raw, test_raw, source = read_raw(source, test_data, read_class_names(source))
+    return _assemble(train_raw, test_raw, read_class_names(source), source, clean, limit, test_limit)
+
+
+def _assemble(train_raw: RawSplit, test_raw: RawSplit | None, given: tuple[str, ...] | None, source: str,
+              clean: bool, limit: int | None, test_limit: int | None) -> Dataset:
+    """Name the classes, audit and clean the raw splits, and keep the first `limit`/`test_limit` rows."""
+    class_names, named = resolve_class_names(train_raw, test_raw, given)
+    fashion = is_fashion_mnist(train_raw, test_raw)
     kept, audits, overlap = audit_and_clean(train_raw, test_raw, class_names)
     if not clean:
         for raw in (train_raw, test_raw):
@@ -140,7 +187,7 @@ def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.Path
     train = make(train_raw, kept["train"], limit)
     test = make(test_raw, kept["test"], test_limit) if test_raw is not None else None
     notes = tuple(train_raw.notes) + (tuple(test_raw.notes) if test_raw is not None else ())
-    return Dataset(train, test, class_names, source, clean, audits, overlap, notes)
+    return Dataset(train, test, class_names, source, clean, audits, overlap, notes, fashion, named)
 
 
 def holdout_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,12 @@ FASHION_CLASSES: tuple[str, ...] = (
 )
 IMAGE_SIZE = 28
 N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+# the most classes a dataset may have: beyond every 28x28 dataset in use (QuickDraw's 345), and far below a label
+# column read by mistake (a row number, a pixel)
+MAX_CLASSES = 1000
+# the official Fashion-MNIST splits, recognised by the SHA-1 of their labels in file order (the IDX files, the
+# Kaggle CSVs and keras' arrays hold the same order): their class names are the dataset's own
+FASHION_FINGERPRINTS = {"eac3756c6758737f": "train", "ce13fa40341cb162": "test"}
 DEFAULT_DATA_DIRS = ("./data", "/usr/share/datasets/fashion-mnist")
 HOW_TO_GET_DATA = (
     "get the official IDX files with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
@@ -96,18 +102,21 @@ def read_idx(path: str | os.PathLike, expected_ndim: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8, count=n_expected, offset=header).reshape(dims)
 
 
-def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> RawSplit:
-    """Read an images file and its labels file into a RawSplit."""
+def read_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike,
+                  num_classes: int | None = None) -> RawSplit:
+    """Read an images file and its labels file into a RawSplit (labels of `num_classes` classes; None: up to
+    MAX_CLASSES)."""
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1).astype(np.int64)
     if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
     if len(images) != len(labels):
         raise DataError(f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels")
-    bad = (labels < 0) | (labels > 9)
+    top = (num_classes or MAX_CLASSES) - 1
+    bad = (labels < 0) | (labels > top)
     examples = {}
     if bad.any():
-        examples["invalid"] = [f"item {i}: label {labels[i]} is outside 0..9" for i in np.flatnonzero(bad)[:5]]
+        examples["invalid"] = [f"item {i}: label {labels[i]} is outside 0..{top}" for i in np.flatnonzero(bad)[:5]]
     labels = np.where(bad, -1, labels)
     n = len(labels)
     return RawSplit(images.copy(), labels, str(images_path), np.zeros(n, bool), bad, examples)
@@ -130,11 +139,13 @@ def _check_first_line(path: Path) -> None:
                         f"{line.count(b',') + 1:,}+ fields); expected label,pixel1..pixel784 (785 fields a line)")
 
 
-def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLASSES) -> RawSplit:
+def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] | None = None) -> RawSplit:
     """Read a Kaggle-style CSV (`label,pixel1..pixel784`): 60,000 rows in a few seconds.
 
-    Labels may be class numbers or class names (`class_names`, matched ignoring case and surrounding spaces).
+    Labels may be class numbers or, given `class_names` (a classes.txt), class names (matched ignoring case and
+    surrounding spaces). Without names, labels are numbers below MAX_CLASSES.
     """
+    top = (len(class_names) if class_names else MAX_CLASSES) - 1
     import pandas as pd
 
     path = Path(path)
@@ -180,7 +191,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
     if label_col == df.columns[0] and all(dt.kind in "iu" for dt in df.dtypes):
         # the common case: every cell an integer (no empty or text cell) -> one int array, range checks only
         arr = df.to_numpy()  # (N, 785) int64
-        bad_label = (arr[:, 0] < 0) | (arr[:, 0] > 9)
+        bad_label = (arr[:, 0] < 0) | (arr[:, 0] > top)
         bad_pix = ((arr[:, 1:] < 0) | (arr[:, 1:] > 255)).any(axis=1)
         if not (bad_label.any() or bad_pix.any()):
             n = len(arr)
@@ -200,8 +211,13 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
             col = ordered.columns[j]
             text = ordered[col].astype(str).str.strip()
             coerced = pd.to_numeric(text, errors="coerce")
+            if j == 0 and not class_names and coerced.isna().sum() > missing_cells[:, 0].sum():
+                first = text[coerced.isna() & ~ordered[col].isna()].iloc[0]
+                raise DataError(f"{path}: labels are text ({first!r:.40}, ...) and no classes.txt names the "
+                                "classes: put one beside the data (one name per line, in class-number order), or "
+                                "give class numbers")
             if j == 0:  # labels given as class names ("T-shirt/top"): their index in class_names
-                index = {n.strip().lower(): i for i, n in enumerate(class_names)}
+                index = {n.strip().lower(): i for i, n in enumerate(class_names or ())}
                 by_name = text.str.lower().map(index)
                 if by_name.notna().any():
                     notes.append(f"{path}: {int(by_name.notna().sum()):,} labels given as class names, read as "
@@ -216,7 +232,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
     with np.errstate(invalid="ignore"):
         non_integer = finite & (values != np.round(values))
         out_of_range = np.zeros_like(finite)
-        out_of_range[:, 0] = finite[:, 0] & ((values[:, 0] < 0) | (values[:, 0] > 9))
+        out_of_range[:, 0] = finite[:, 0] & ((values[:, 0] < 0) | (values[:, 0] > top))
         out_of_range[:, 1:] = finite[:, 1:] & ((values[:, 1:] < 0) | (values[:, 1:] > 255))
     not_finite = ~finite & ~missing_cells & ~nonnumeric  # inf, -inf or nan written out
     invalid_cells = nonnumeric | non_integer | out_of_range | not_finite
@@ -237,7 +253,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
         ("non_numeric", nonnumeric, "is not a number"),
         ("non_integer", non_integer, "is not an integer"),
         ("not_finite", not_finite, "is not a finite number"),
-        ("label_out_of_range", out_of_range[:, :1], "is outside 0..9"),
+        ("label_out_of_range", out_of_range[:, :1], f"is outside 0..{top}"),
     ):
         if mask.any():
             examples[key] = describe(mask, what)
@@ -252,7 +268,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
     labels = np.full(len(df), -1, dtype=np.int64)
     labels[usable] = values[usable, 0].astype(np.int64)
     if examples.get("non_numeric"):  # a text label that is no class name: say which names would be read
-        examples["non_numeric"] = [e + (f": neither 0..9 nor a class name ({', '.join(class_names)})"
+        examples["non_numeric"] = [e + (f": neither 0..{top} nor a class name ({', '.join(class_names or ())})"
                                         if e.split(": ", 1)[1].startswith("label ") else "")
                                    for e in examples["non_numeric"]]
     return RawSplit(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE), labels, str(path), missing, invalid, examples,
@@ -260,7 +276,7 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] = FASHION_CLA
 
 
 # ----------------------------------------------------------------------------------------------------- NPZ
-def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
+def read_npz(path: str | os.PathLike, num_classes: int | None = None) -> tuple[RawSplit, RawSplit | None]:
     """Read a .npz with x_train, y_train[, x_test, y_test] (what keras.datasets users save)."""
     path = Path(path)
     try:
@@ -297,7 +313,7 @@ def read_npz(path: str | os.PathLike) -> tuple[RawSplit, RawSplit | None]:
                                 "x.astype('uint8'))") from None
             except (OSError, EOFError, zipfile.BadZipFile) as e:
                 raise DataError(f"{path}: corrupt array x_{name} or y_{name} ({e})") from None
-            splits.append(_from_arrays(x, y, f"{path}[{name}]"))
+            splits.append(from_arrays(x, y, f"{path}[{name}]", num_classes))
     return splits[0], splits[1]
 
 
@@ -320,7 +336,10 @@ def check_npy_header(f: object, size: int, where: str) -> None:
                         f"but the file holds {size:,} bytes: truncated, or not written by numpy")
 
 
-def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
+def from_arrays(x: np.ndarray, y: np.ndarray, source: str, num_classes: int | None = None) -> RawSplit:
+    """A RawSplit from arrays as people hold them: images (N, 28, 28), (N, 784) or (N, 28, 28, 1) of 0..255 or
+    0..1 floats; labels (N,) class numbers (below `num_classes`; None: below MAX_CLASSES) or one-hot rows."""
+    x, y = np.asarray(x), np.asarray(y)
     if x.ndim == 2 and x.shape[1] == N_PIXELS:
         x = x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     if x.ndim == 4 and x.shape[-1] == 1:
@@ -330,7 +349,8 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
         raise DataError(f"{source}: images have shape {x.shape}, expected (N, 28, 28){colour}")
     y = np.asarray(y)
     notes = []
-    if y.ndim == 2 and y.shape == (len(x), 10) and np.issubdtype(y.dtype, np.number) and \
+    if y.ndim == 2 and len(y) == len(x) and y.shape[1] == (num_classes or y.shape[1]) and y.shape[1] >= 2 and \
+            np.issubdtype(y.dtype, np.number) and \
             np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
         y = y.argmax(axis=1)  # one-hot rows (keras.utils.to_categorical): the index of the 1
         notes.append(f"{source}: one-hot labels read as class numbers")
@@ -350,12 +370,14 @@ def _from_arrays(x: np.ndarray, y: np.ndarray, source: str) -> RawSplit:
     else:
         bad_px = np.zeros(len(x), bool)
     yf = y.astype(np.float64)
-    bad_y = ~np.isfinite(yf) | (yf < 0) | (yf > 9) | (yf != np.round(yf))
+    top = (num_classes or MAX_CLASSES) - 1
+    bad_y = ~np.isfinite(yf) | (yf < 0) | (yf > top) | (yf != np.round(yf))
     invalid = bad_px | bad_y
     if bad_px.any():
         examples["pixel_out_of_range"] = [f"item {i}: a pixel is outside 0..255" for i in np.flatnonzero(bad_px)[:5]]
     if bad_y.any():
-        examples["label_out_of_range"] = [f"item {i}: label {y[i]} is outside 0..9" for i in np.flatnonzero(bad_y)[:5]]
+        examples["label_out_of_range"] = [f"item {i}: label {y[i]} is outside 0..{top}"
+                                          for i in np.flatnonzero(bad_y)[:5]]
     images = np.where(invalid[:, None, None], 0, np.nan_to_num(xf)).astype(np.uint8)
     labels = np.where(invalid, -1, np.nan_to_num(yf)).astype(np.int64)
     return RawSplit(images, labels, source, np.zeros(len(x), bool), invalid, examples, notes=notes)
@@ -453,30 +475,32 @@ def locate(data: str | os.PathLike | None) -> Path:
     raise DataError(f"no Fashion-MNIST data found in {', '.join(DEFAULT_DATA_DIRS)}; {HOW_TO_GET_DATA}")
 
 
-def _read_file(p: Path, class_names: tuple[str, ...]) -> tuple[RawSplit, RawSplit | None]:
+def _read_file(p: Path, class_names: tuple[str, ...] | None) -> tuple[RawSplit, RawSplit | None]:
     suffix = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix
     if suffix.lower() in (".csv", ".csv.gz"):
         return read_csv(p, class_names), None
     if p.suffix.lower() == ".npz":
-        return read_npz(p)
+        return read_npz(p, len(class_names) if class_names else None)
     raise DataError(f"{p}: unsupported data file type '{suffix}' (use an IDX directory, a .csv[.gz] or a .npz)")
 
 
 def read_raw(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
              class_names: tuple[str, ...] | None = None) -> tuple[RawSplit, RawSplit | None, str]:
-    """Read train and (if present) test splits from any supported source; returns (train, test, source)."""
+    """Read train and (if present) test splits from any supported source; returns (train, test, source).
+    `class_names` (a classes.txt's) bound the labels; without them labels are numbers below MAX_CLASSES."""
     p = locate(data)
     class_names = class_names or read_class_names(p)
+    k = len(class_names) if class_names else None
     if p.is_dir():
         idx = _idx_in(p)
         if idx and "train" in idx:
-            train = read_idx_pair(*idx["train"])
-            test = read_idx_pair(*idx["test"]) if "test" in idx else None
+            train = read_idx_pair(*idx["train"], k)
+            test = read_idx_pair(*idx["test"], k) if "test" in idx else None
         elif (csvs := _csvs_in(p)) is not None:
             train = read_csv(csvs[0], class_names)
             test = read_csv(csvs[1], class_names) if csvs[1] else None
         elif npz := sorted(p.glob("*.npz")):
-            train, test = read_npz(npz[0])
+            train, test = read_npz(npz[0], k)
         else:
             raise DataError(f"{p}: no data here (looked for train-images-idx3-ubyte[.gz], *train*.csv, *.npz); "
                             f"{HOW_TO_GET_DATA}")
@@ -530,27 +554,67 @@ def _classes_file(source: str | os.PathLike) -> Path:
     return (p if p.is_dir() else p.parent) / "classes.txt"
 
 
-def read_class_names(source: str | os.PathLike) -> tuple[str, ...]:
-    """Class names: a `classes.txt` beside the data (one per line, 10 lines) or Fashion-MNIST's."""
+def read_class_names(source: str | os.PathLike) -> tuple[str, ...] | None:
+    """The class names of a `classes.txt` beside the data (one per line, in class-number order; at least 2), or
+    None when there is none (`resolve_class_names` then decides)."""
     f = _classes_file(source)
     if f.is_file():
         try:
             names = tuple(line.strip() for line in f.read_text(encoding="utf-8-sig").splitlines() if line.strip())
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{f}: cannot read class names ({e})") from None
-        if len(names) != 10:
-            raise DataError(f"{f}: {len(names)} class names, expected 10 (one per line)")
+        if len(names) > MAX_CLASSES:
+            raise DataError(f"{f}: {len(names):,} class names; fmnist takes at most {MAX_CLASSES:,} classes")
         return check_class_names(names, str(f))
-    return FASHION_CLASSES
+    return None
+
+
+def is_fashion_mnist(*splits: RawSplit | None) -> bool:
+    """Whether every split given is one of the official Fashion-MNIST splits, whole and in file order (their
+    labels' fingerprint)."""
+    import hashlib
+
+    given = [s for s in splits if s is not None]
+    return bool(given) and all(
+        hashlib.sha1(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes()).hexdigest()[:16]
+        in FASHION_FINGERPRINTS for s in given)
+
+
+def resolve_class_names(train: RawSplit, test: RawSplit | None,
+                        given: tuple[str, ...] | None) -> tuple[tuple[str, ...], str | None]:
+    """The class names of a dataset and a note when they were not given: a classes.txt's names; Fashion-MNIST's
+    own for the official files; else the numbers 0..K-1, K one more than the largest label. Numbers that leave a
+    class without a training row are refused (a label column read by mistake, or classes numbered from 1)."""
+    if given:
+        return given, None
+    if is_fashion_mnist(train, test):
+        return FASHION_CLASSES, None
+    labels = [s.labels[s.labels >= 0] for s in (train, test) if s is not None]
+    top = max((int(v.max()) for v in labels if len(v)), default=-1)
+    if top < 1:
+        raise DataError(f"{train.source}: every usable label is {max(top, 0)}; a classifier needs at least 2 classes")
+    present = np.bincount(np.concatenate(labels), minlength=top + 1) > 0
+    absent = np.flatnonzero(~present)
+    shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+    if not present[0] or len(absent) > (top + 1) // 2:  # numbered from 1, or a column that holds no labels
+        raise DataError(f"{train.source}: labels run 0..{top} but {len(absent)} of those classes ({shown}) have no "
+                        "rows; number the classes 0..K-1, or name every class in a classes.txt beside the data")
+    return tuple(str(i) for i in range(top + 1)), (
+        f"{train.source}: no classes.txt beside the data, so the {top + 1} classes are named by their numbers "
+        f"0..{top} (a classes.txt names them, one per line)"
+        + (f"; class(es) {shown} have no rows" if len(absent) else ""))
 
 
 def check_same_classes(train_source: str | os.PathLike, test_source: str | os.PathLike,
-                       class_names: tuple[str, ...]) -> None:
+                       class_names: tuple[str, ...] | None) -> None:
     """Refuse a test split whose own classes.txt names the classes otherwise (another order, other names): its
     labels would mean other classes than the training labels."""
     f = _classes_file(test_source)
     if f.is_file() and f.resolve() != _classes_file(train_source).resolve():
         theirs = read_class_names(test_source)
+        if class_names is None:
+            raise DataError(f"{f}: the test data names its classes and the training data does not; give both the "
+                            "same classes.txt")
         if theirs != tuple(class_names):
             i = next((k for k, (a, b) in enumerate(zip(theirs, class_names, strict=True)) if a != b), 0)
             raise DataError(f"{f}: the test data names its classes otherwise than the training data (class {i}: "

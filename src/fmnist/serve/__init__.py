@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
+from fmnist.data import FASHION_CLASSES
 from fmnist.errors import FmnistError
 from fmnist.predict import PREPROCESS, Predictor, image_to_array, pixels_to_array
 from fmnist.rundir import RunDir
@@ -220,9 +221,12 @@ def create_app(run_dir: str | os.PathLike, backend: str = "torch", max_body_byte
                   "backend": backend if predictor.onnx is None else f"onnx ({predictor.onnx.path.name})",
                   "calibration": predictor.calibration.to_dict() if predictor.calibration else None,
                   "warning": predictor.onnx.warning if predictor.onnx is not None else None,
-                  "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy")}
+                  "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+                  "fashion": tuple(names) == FASHION_CLASSES}
+    what = "Fashion-MNIST classifier" if model_card["fashion"] else \
+        f"classifier of 28x28 pictures into {len(names)} classes"
 
-    app = FastAPI(title="fmnist", description="Fashion-MNIST classifier: upload an image, get class probabilities.",
+    app = FastAPI(title="fmnist", description=f"{what}: upload an image, get class probabilities.",
                   version="1", docs_url=None, redoc_url=None)
 
     @app.exception_handler(FmnistError)
