@@ -274,3 +274,66 @@ def test_npz_one_hot_labels_and_colour_images(tmp_path, small_ds):
     np.savez(tmp_path / "c.npz", x_train=np.repeat(x[..., None], 3, axis=-1), y_train=y)
     with pytest.raises(DataError, match=r"shape \(30, 28, 28, 3\), expected \(N, 28, 28\) \(colour images"):
         load_dataset(tmp_path / "c.npz")
+
+
+def _glyphs(k, n_per, seed=0):
+    """k classes of synthetic 28x28 glyphs: class c is a bar at angle c*180/k with noise (numbers as labels)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-14:14, -14:14] + 0.5
+    x, y = [], []
+    for c in range(k):
+        a = np.pi * c / k
+        d = np.abs(xx * np.sin(a) - yy * np.cos(a))
+        base = np.clip(255 * (1.5 - d) / 1.5, 0, 255) * (np.hypot(xx, yy) < 12)
+        for _ in range(n_per):
+            x.append(np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8))
+            y.append(c)
+    return np.stack(x), np.array(y)
+
+
+def test_twelve_classes_in_an_npz_are_twelve_numbered_classes(tmp_path):
+    x, y = _glyphs(12, 30)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
+    ds = load_dataset(tmp_path / "d.npz")
+    assert ds.class_names == tuple(str(i) for i in range(12)) and len(ds.train) == 360 and not ds.fashion
+    assert "the 12 classes are named by their numbers 0..11" in ds.changes()[-1]
+    (tmp_path / "classes.txt").write_text("\n".join(f"angle {15 * c}" for c in range(12)))
+    assert load_dataset(tmp_path / "d.npz").class_names[11] == "angle 165"
+    (tmp_path / "classes.txt").write_text("a\nb\nc\nd\ne\n")  # 5 names, labels up to 11: rows dropped and said
+    ds = load_dataset(tmp_path / "d.npz")
+    assert len(ds.train) == 150 and "label 5 is outside 0..4" in " ".join(ds.changes())
+
+
+def test_official_fashion_is_named_and_a_slice_of_it_is_numbered(small_ds, tmp_path):
+    assert small_ds.fashion and small_ds.class_names[0] == "T-shirt/top"  # the official files, by fingerprint
+    np.savez(tmp_path / "s.npz", x_train=small_ds.train.images[:100], y_train=small_ds.train.labels[:100])
+    assert load_dataset(tmp_path / "s.npz").class_names == tuple("0123456789")
+
+
+def test_numbers_from_one_or_a_stray_column_are_refused(tmp_path):
+    x, y = _glyphs(3, 10)
+    np.savez(tmp_path / "one.npz", x_train=x, y_train=y + 1)
+    with pytest.raises(DataError, match=r"labels run 0..3 but 1 of those classes \(0\) have no rows; number the "):
+        load_dataset(tmp_path / "one.npz")
+    np.savez(tmp_path / "stray.npz", x_train=x[:3], y_train=[0, 1, 1000])
+    with pytest.raises(DataError, match="item 2: label 1000 is outside 0..999; this row cannot be used"):
+        load_dataset(tmp_path / "stray.npz", clean=False)
+
+
+def test_from_arrays_takes_what_a_notebook_holds_with_the_files_messages():
+    from fmnist.data import Dataset
+
+    x, y = _glyphs(4, 20)
+    xt, yt = _glyphs(4, 2, seed=1)
+    for shaped in (x, x.reshape(len(x), 784), x[..., None], x / 255.0):
+        ds = Dataset.from_arrays(shaped, y, xt, yt, class_names=["a", "b", "c", "d"])
+        assert (ds.train.images == x).all() and ds.class_names == ("a", "b", "c", "d") and len(ds.test) == 8
+    assert "float pixels in 0..1, scaled to 0..255" in Dataset.from_arrays(x / 255.0, y).changes()[0]
+    with pytest.raises(DataError, match=r"x_train: images have shape \(80, 27, 28\), expected \(N, 28, 28\)"):
+        Dataset.from_arrays(x[:, 1:], y)
+    with pytest.raises(DataError, match="x_train: 80 images but 79 labels"):
+        Dataset.from_arrays(x, y[1:])
+    with pytest.raises(DataError, match="class_names: class name 'A' appears twice"):
+        Dataset.from_arrays(x, y, class_names=["a", "A", "c", "d"])
+    with pytest.raises(DataError, match="give both x_test and y_test"):
+        Dataset.from_arrays(x, y, x[:4])

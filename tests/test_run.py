@@ -139,3 +139,27 @@ def test_provenance_says_whether_the_code_had_uncommitted_changes():
     assert p["uncommitted_changes"] in (True, False, None) and "git_revision" in p
     if p["git_revision"] is None:
         assert p["uncommitted_changes"] is None
+
+
+def test_a_preset_is_sized_to_small_data_that_is_not_fashion(small_ds):
+    from fmnist.data import Dataset
+    from fmnist.run import fit_preset_to_data
+
+    from fmnist.config import TrainConfig
+
+    digits = Dataset(small_ds.train, small_ds.test, tuple("0123456789"))  # not Fashion-MNIST's names
+    cfg, notes = fit_preset_to_data(TrainConfig.for_model("fast"), digits)
+    assert "flip" not in cfg.augment and not cfg.tta and cfg.val_fraction == 0.2 and cfg.epochs == 140
+    assert "no mirrored images" in notes[0] and "600 training images, so 140 epochs instead of 7" in notes[1]
+    cfg, notes = fit_preset_to_data(TrainConfig.for_model("fast"), small_ds)  # Fashion: flips stay
+    assert "altflip" in cfg.augment and cfg.tta and len(notes) == 1
+    explicit = TrainConfig.for_model("fast", epochs=3)
+    assert fit_preset_to_data(explicit, digits) == (explicit, [])  # explicit settings are kept as given
+
+
+def test_a_run_is_not_evaluated_on_data_of_other_classes(trained_run, small_ds, tmp_path, capsys):
+    x, y = small_ds.test.images[:50], np.arange(50) % 10
+    np.savez(tmp_path / "digits.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    assert main(["evaluate", str(trained_run.dir), "--data", str(tmp_path / "digits.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "knows 10 classes (T-shirt/top, Trouser, Pullover, Dress, ...) but" in err and "has 10 (0, 1, 2, 3" in err

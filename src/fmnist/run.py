@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist.config import ERASE_AREA, TrainConfig, tta_views_of
+from fmnist.config import ERASE_AREA, TrainConfig, augment_ops, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError, Unavailable
 from fmnist.files import atomic_path, prepare_out_dir, write_json
@@ -38,6 +39,7 @@ from fmnist.rundir import (
 from fmnist.trust import Calibration
 
 MIN_CALIBRATION = 20  # held-out images needed to fit a temperature and a prediction-set threshold
+FEW_CALIBRATION = 500  # below this, a note says how far the prediction sets' coverage may stray
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,8 @@ def evaluate(model: torch.nn.Module | Run | str | os.PathLike, data: Dataset | S
         model = model.model
     if isinstance(data, Dataset):
         split = split or ("test" if data.test is not None else "train")
+        if class_names:
+            check_classes(tuple(class_names), data)
         class_names = class_names or data.class_names
         data = data.test if data.test is not None else data.train
     if not class_names:
@@ -258,7 +262,6 @@ def augmentation_picture(images: np.ndarray, spec: str, path: Path, seed: int = 
     """A gallery of what `--augment spec` does to a few training images."""
     from fmnist import plots
     from fmnist.augment import augment_batch
-    from fmnist.config import augment_ops
     from fmnist.data import to_input
 
     g = torch.Generator().manual_seed(seed)
@@ -281,6 +284,46 @@ def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *
     return train_run(config, data, out, progress=progress, log=log, existing=existing)
 
 
+PRESET_IMAGES = 60_000  # the training set the presets were made for
+SMALL_DATA = 20_000  # below this a preset's epochs and held-out share are sized to the data
+
+
+def fit_preset_to_data(config: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
+    """A preset's config sized to data unlike Fashion-MNIST's, and one line per change (none for Fashion-MNIST,
+    or for a config that is not exactly a preset's: explicit settings are kept as given).
+
+    - Mirrored images: flips (and the mirrored test-time view) assume classes that look alike mirrored, as
+      clothing does; on other data (digits, letters) a mirrored 2 or b is another class, so they are dropped.
+    - Small data: the held-out share grows to keep about 300 images for the calibration (at most 20%), and the
+      epochs grow so the run takes about the optimizer steps it takes on 60,000 images (at most 20 times its
+      epochs): a preset's few epochs are a handful of steps on a thousand images.
+    """
+    from fmnist.recipes import PRESETS
+
+    keep = ("seed", "device", "precision", "channels_last")
+    base = next((p for p in PRESETS if TrainConfig.for_model(p).replace(**{k: getattr(config, k) for k in keep})
+                 == config), None)
+    if base is None:
+        return config, []
+    notes, changes = [], {}
+    if not ds.fashion:
+        ops = [o for o in augment_ops(config.augment) if o not in ("flip", "altflip")]
+        if ops != augment_ops(config.augment) or config.tta:
+            changes.update(augment=",".join(ops), tta=False, tta_shifts=False)
+            notes.append(f"preset {base}: no mirrored images (augmentation {','.join(ops) or 'none'}, no test-time "
+                         "views): this data is not Fashion-MNIST, whose classes look alike mirrored")
+    n = len(ds.train)
+    if n < SMALL_DATA:
+        val = min(0.2, max(config.val_fraction, 300 / n))
+        scale = PRESET_IMAGES * (1 - config.val_fraction) / (n * (1 - val))
+        epochs = min(round(config.epochs * scale), config.epochs * 20)
+        changes.update(val_fraction=round(val, 4), epochs=epochs)
+        notes.append(f"preset {base}: {n:,} training images, so {epochs} epochs instead of {config.epochs} and "
+                     f"{val:.0%} held out to calibrate instead of {config.val_fraction:.0%} (sized for "
+                     f"{PRESET_IMAGES:,}); give --epochs or --val-fraction to choose them")
+    return config.replace(**changes), notes
+
+
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
               progress: bool | None = None, log: Any = print, plots: bool = True, existing: str = "refuse",
               mlflow: str | None = None, nested: bool = False) -> Run:
@@ -300,6 +343,9 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     check_data(ds, "train_run")
     if existing not in ("refuse", "overwrite", "resume"):
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
+    config, sized = fit_preset_to_data(config, ds)
+    for line in sized:
+        log(line)
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
     # everything that can be refused is checked before the directory is touched
     from fmnist.inference import resolve_device
@@ -410,7 +456,13 @@ def _held_out_checks(model: torch.nn.Module, config: TrainConfig, train: Split, 
     if len(val) < MIN_CALIBRATION:
         log(f"{len(val)} validation images are too few to calibrate probabilities (at least {MIN_CALIBRATION})")
         return ood, None
-    return ood, Calibration.fit(logits, val.labels, where, seed=config.seed)
+    cal = Calibration.fit(logits, val.labels, where, seed=config.seed)
+    if cal.n < FEW_CALIBRATION:  # said, not hidden: the sets' coverage is only as exact as the images behind it
+        spread = 1.96 * math.sqrt(cal.level * (1 - cal.level) / max(1, cal.n // 2))
+        log(f"note: calibrated on {cal.n} held-out images only: the {cal.level:.0%} prediction sets will hold the "
+            f"true class for about {cal.level:.0%} ± {spread:.0%} of new images (more held-out images narrow this: "
+            "--val-fraction)")
+    return ood, cal
 
 
 def describe_trust(ev: Evaluation) -> str:
@@ -462,12 +514,27 @@ def calibrate_run(run_dir: str | os.PathLike, ds: Dataset, level: float = 0.9, l
     return cal
 
 
+def check_classes(model_classes: tuple[str, ...], ds: Dataset, where: str = "the model") -> None:
+    """Refuse data whose classes are not the model's (other names, another order or another count): its labels
+    would be scored against classes they do not mean."""
+    if tuple(model_classes) == tuple(ds.class_names):
+        return
+
+    def names(c: tuple[str, ...]) -> str:
+        return ", ".join(c[:4]) + (", ..." if len(c) > 4 else "")
+
+    raise FmnistError(f"{where} knows {len(model_classes)} classes ({names(model_classes)}) but "
+                      f"{ds.source or 'the data'} has {len(ds.class_names)} ({names(ds.class_names)}): give data of "
+                      "the model's classes (--data, with the classes.txt it was trained with)")
+
+
 def evaluate_run(run_dir: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike | None = None,
                  tta: bool | str | None = None, embedding: bool = True) -> Evaluation:
     """Evaluate a saved run on a dataset's test split (or its train split when it has no test split); writes
     metrics.json and the pictures (the embedding map too, unless embedding=False) to out_dir (default
     RUN_DIR/evaluation)."""
     model, meta = load_checkpoint(run_dir)  # the checkpoint is all it needs (not the run's other files)
+    check_classes(tuple(meta["class_names"]), ds, str(run_dir))
     out = prepare_out_dir(Path(out_dir) if out_dir else Path(run_dir) / "evaluation", existing="keep")
     if tta is None:
         tta = tta_views_of(meta.get("config", {}))
