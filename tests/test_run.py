@@ -142,10 +142,9 @@ def test_provenance_says_whether_the_code_had_uncommitted_changes():
 
 
 def test_a_preset_is_sized_to_small_data_that_is_not_fashion(small_ds):
+    from fmnist.config import TrainConfig
     from fmnist.data import Dataset
     from fmnist.run import fit_preset_to_data
-
-    from fmnist.config import TrainConfig
 
     digits = Dataset(small_ds.train, small_ds.test, tuple("0123456789"))  # not Fashion-MNIST's names
     cfg, notes = fit_preset_to_data(TrainConfig.for_model("fast"), digits)
