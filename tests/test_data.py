@@ -337,3 +337,35 @@ def test_from_arrays_takes_what_a_notebook_holds_with_the_files_messages():
         Dataset.from_arrays(x, y, class_names=["a", "A", "c", "d"])
     with pytest.raises(DataError, match="give both x_test and y_test"):
         Dataset.from_arrays(x, y, x[:4])
+
+
+def test_a_folder_of_class_folders_is_read_prepared_cached_and_its_bad_files_named(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    monkeypatch.setenv("FMNIST_CACHE", str(tmp_path / "cache"))
+    x, y = _glyphs(3, 14)
+    root = tmp_path / "pictures"
+    for i, (im, c) in enumerate(zip(x, y, strict=True)):
+        (root / f"class {c}").mkdir(parents=True, exist_ok=True)
+        big = Image.fromarray(255 - im).resize((112, 112)).convert("RGB")  # dark on light, colour, 4x the size
+        big.save(root / f"class {c}" / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "class 1" / "broken.png").write_bytes(b"not a picture")
+    assert main(["data", "--data", str(root), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable file(s) of 43: class 1/broken.png: not a readable image" in err
+    assert "no train/ and test/ folders, so a stratified 14% of the pictures (6, seed 0) is the test split" in err
+    ds = load_dataset(root)
+    assert ds.class_names == ("class 0", "class 1", "class 2") and len(ds.train) + len(ds.test) == 42
+    assert ds.train.images.shape[1:] == (28, 28) and ds.train.images[:, 0, 0].max() < 60  # light on black
+    assert "read from the cache" in " ".join(ds.changes())  # the second read
+    (root / "train").mkdir()
+    for c in range(3):  # train/ and test/ folders: their own split
+        (root / f"class {c}").rename(root / "train" / f"class {c}")
+    (root / "test" / "class 2").mkdir(parents=True)
+    Image.fromarray(x[-1]).save(root / "test" / "class 2" / "t.png")
+    ds = load_dataset(root)
+    assert len(ds.test) == 1 and ds.test.labels[0] == 2 and len(ds.train) == 42
+    (root / "test" / "other").mkdir()
+    Image.fromarray(x[0]).save(root / "test" / "other" / "o.png")
+    with pytest.raises(DataError, match="test: class folder.s. other have no folder in"):
+        load_dataset(root)

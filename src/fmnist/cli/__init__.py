@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from fmnist.choices import PREPROCESS
 from fmnist.errors import FmnistError, printable
 
 if TYPE_CHECKING:
@@ -27,13 +28,18 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     """--data, --test-data, --no-clean, --limit, --test-limit."""
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="PATH",
-                   help="IDX directory, Kaggle CSV (train), directory of CSVs, or .npz "
+                   help="IDX directory, Kaggle CSV (train), directory of CSVs, .npz, or a folder of pictures with "
+                        "one subfolder per class, optionally under train/ and test/ "
                         "(default: $FMNIST_DATA, ./data, /usr/share/datasets/fashion-mnist)")
     g.add_argument("--test-data", metavar="PATH", help="test split, when --data names a train file only")
     g.add_argument("--no-clean", action="store_true",
                    help="use the data as read (duplicates kept; fails on rows with missing/invalid cells)")
     g.add_argument("--limit", type=int, metavar="N", help="use only the first N training rows (quick runs)")
     g.add_argument("--test-limit", type=int, metavar="N", help="use only the first N test rows")
+    g.add_argument("--preprocess", choices=PREPROCESS, default="dataset",
+                   help="a folder of pictures: prepare each as Fashion-MNIST's were made (dataset, default: trim, "
+                        "fit the longest edge into 28, centre, negate if light), fit the whole picture, or only "
+                        "resize (none); read once, then cached")
 
 
 def load(args: argparse.Namespace) -> Dataset:
@@ -41,7 +47,7 @@ def load(args: argparse.Namespace) -> Dataset:
     from fmnist.data import load_dataset
 
     ds = load_dataset(args.data, args.test_data, clean=not args.no_clean, limit=args.limit,
-                      test_limit=args.test_limit)
+                      test_limit=args.test_limit, preprocess=args.preprocess)
     for line in ds.changes():
         print(f"data: {printable(line)}", file=sys.stderr)
     return ds

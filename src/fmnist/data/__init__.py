@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fmnist.data.audit import SplitAudit, audit_and_clean, first_problem
+from fmnist.data.folders import is_folder_dataset, read_folder
 from fmnist.data.readers import (
     FASHION_CLASSES,
     MAX_CLASSES,
     RawSplit,
     check_class_names,
     from_arrays,
+    has_data,
     is_fashion_mnist,
     locate,
     read_class_names,
@@ -141,15 +143,26 @@ class Dataset:
 
 
 def load_dataset(data: str | os.PathLike | None = None, test_data: str | os.PathLike | None = None,
-                 clean: bool = True, limit: int | None = None, test_limit: int | None = None) -> Dataset:
+                 clean: bool = True, limit: int | None = None, test_limit: int | None = None,
+                 preprocess: str = "dataset", progress: bool | None = None) -> Dataset:
     """Read, audit and (by default) clean a dataset; `limit` and `test_limit` keep the first rows of each split.
 
-    What cleaning dropped and anything rescaled is in `Dataset.changes()`.
+    `data` is an IDX directory, a Kaggle CSV, an .npz, or a folder of pictures with one subfolder per class
+    (optionally under train/ and test/), prepared to 28x28 as `preprocess` says (the dataset's recipe, fit or
+    none; see fmnist.predict.prepare) and cached. What cleaning dropped, anything rescaled and how the classes
+    were named is in `Dataset.changes()`.
     """
     for name, n in (("limit", limit), ("test_limit", test_limit)):
         if n is not None and (not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1):
             raise DataError(f"--{name.replace('_', '-')} must be a whole number of rows, at least 1; got {n!r}")
     source = locate(data)
+    if source.is_dir() and not has_data(source) and is_folder_dataset(source):
+        if test_data is not None:
+            raise DataError(f"{source}: a folder of pictures takes its test split from {source / 'test'} (one "
+                            "subfolder per class), not --test-data")
+        train_raw, test_raw, notes = read_folder(source, preprocess, progress)
+        train_raw.notes.extend(notes)
+        return _assemble(train_raw, test_raw, train_raw.class_names, str(source), clean, limit, test_limit)
     train_raw, test_raw, source = read_raw(source, test_data, read_class_names(source))
     return _assemble(train_raw, test_raw, read_class_names(source), source, clean, limit, test_limit)
 

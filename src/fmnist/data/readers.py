@@ -28,9 +28,9 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 # the most classes a dataset may have: beyond every 28x28 dataset in use (QuickDraw's 345), and far below a label
 # column read by mistake (a row number, a pixel)
 MAX_CLASSES = 1000
-# the official Fashion-MNIST splits, recognised by the SHA-1 of their labels in file order (the IDX files, the
-# Kaggle CSVs and keras' arrays hold the same order): their class names are the dataset's own
-FASHION_FINGERPRINTS = {"eac3756c6758737f": "train", "ce13fa40341cb162": "test"}
+# the official Fashion-MNIST splits, recognised by their content (`content_fingerprint`) in any format and order:
+# their class names are the dataset's own
+FASHION_FINGERPRINTS = {"227df44455933369": "train", "4fe7eba17bd24188": "test"}
 DEFAULT_DATA_DIRS = ("./data", "/usr/share/datasets/fashion-mnist")
 HOW_TO_GET_DATA = (
     "get the official IDX files with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, installs to "
@@ -52,6 +52,7 @@ class RawSplit:
     examples: dict[str, list[str]] = field(default_factory=dict)
     row_offset: int = 0  # file line of row 0 (2 for a CSV with a header), 0 for formats without lines
     notes: list[str] = field(default_factory=list)  # what reading changed, said to the user ("scaled 0..1 ...")
+    class_names: tuple[str, ...] | None = None  # names the format itself gives (a folder dataset's subfolders)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -569,15 +570,22 @@ def read_class_names(source: str | os.PathLike) -> tuple[str, ...] | None:
     return None
 
 
-def is_fashion_mnist(*splits: RawSplit | None) -> bool:
-    """Whether every split given is one of the official Fashion-MNIST splits, whole and in file order (their
-    labels' fingerprint)."""
+def content_fingerprint(images: np.ndarray) -> str:
+    """A hash of a split's images that ignores their order: the same pictures read from IDX files, a CSV or class
+    folders (whose labels are numbered by folder name) give the same fingerprint."""
     import hashlib
 
+    flat = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8)
+    rows = sorted(hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in flat)
+    return hashlib.sha1(b"".join(rows)).hexdigest()[:16]
+
+
+def is_fashion_mnist(*splits: RawSplit | None) -> bool:
+    """Whether every split given is a whole official Fashion-MNIST split, in any order and any format (its
+    content fingerprint)."""
     given = [s for s in splits if s is not None]
-    return bool(given) and all(
-        hashlib.sha1(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes()).hexdigest()[:16]
-        in FASHION_FINGERPRINTS for s in given)
+    return bool(given) and all(len(s) in (10_000, 60_000) and
+                               content_fingerprint(s.images) in FASHION_FINGERPRINTS for s in given)
 
 
 def resolve_class_names(train: RawSplit, test: RawSplit | None,
