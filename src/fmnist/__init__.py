@@ -32,6 +32,7 @@ _API = {
     "cross_validate": "fmnist.cv", "tune": "fmnist.tuning",
     "Calibration": "fmnist.trust", "find_label_issues": "fmnist.labels", "saliency": "fmnist.explain",
     "FmnistError": "fmnist.errors", "DataError": "fmnist.errors",
+    "Classifier": "fmnist.estimator",
 }
 _MODULES = ("plots", "trust", "explain")  # submodules reachable as attributes: fmnist.plots.confusion_matrix(run)
 __all__ = sorted([*_API, *_MODULES])
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from fmnist.cv import cross_validate  # noqa: F401
     from fmnist.data import Dataset, Split, holdout_split, kfold_splits, load_dataset  # noqa: F401
     from fmnist.errors import DataError, FmnistError  # noqa: F401
+    from fmnist.estimator import Classifier  # noqa: F401
     from fmnist.explain import saliency  # noqa: F401
     from fmnist.labels import find_label_issues  # noqa: F401
     from fmnist.loop import History, fit  # noqa: F401

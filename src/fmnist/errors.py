@@ -5,8 +5,9 @@ class FmnistError(Exception):
     """A problem with the user's input: printed as one line, never as a traceback."""
 
 
-class DataError(FmnistError):
-    """Unreadable or malformed data: the message names the file, row or field and what is wrong."""
+class DataError(FmnistError, ValueError):
+    """Unreadable or malformed data: the message names the file, row or field and what is wrong. A ValueError
+    too, as scikit-learn and NumPy callers expect of bad input."""
 
 
 class Unavailable(FmnistError):
