@@ -38,7 +38,8 @@ def test_cross_val_score_and_a_pipeline(small_ds):
 
     X, y = _xy(small_ds)
     invert_back = FunctionTransformer(lambda a: 255 - (255 - a))  # a transformer in front, as pipelines have
-    scores = cross_val_score(make_pipeline(invert_back, fmnist.Classifier("mlp_512_64", epochs=15, lr=2e-3)), X, y, cv=3)
+    pipeline = make_pipeline(invert_back, fmnist.Classifier("mlp_512_64", epochs=15, lr=2e-3))
+    scores = cross_val_score(pipeline, X, y, cv=3)
     assert len(scores) == 3 and scores.min() > 0.5
 
 
