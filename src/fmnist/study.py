@@ -163,7 +163,7 @@ def train_step(key: str, technique: str, config: TrainConfig, ds: Dataset, root:
     run = finished(train_run(config, ds, sdir, progress=progress, log=_quiet, existing="overwrite", mlflow=mlflow))
     m = run.metrics
     ci, how = _wilson_row(m.test_accuracy, m.test.n)
-    ref, ref_text = (reference.accuracy, reference.text) if reference else (None, None)
+    ref, ref_text = (reference.accuracy, reference.text) if reference and ds.fashion else (None, None)
     explained = technique.startswith("fmnist")  # the preset's row shows what the model learned
     missing: dict[str, str] = {}
     if explained:
@@ -209,7 +209,7 @@ def tune_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root
                                         str(profile.tune_trials), "--no-retrain", *limit], search_data)
            + "  # then: " + command_for(best, data=data_args))
     return Row(key, "tuning (reference project 001 random search)", config.model, m.test_accuracy, ci, how,
-               TUNE_FIGURE.accuracy, TUNE_FIGURE.text, verdict(ci, TUNE_FIGURE.accuracy),
+               *_compared(TUNE_FIGURE, ds, ci),
                m.train_seconds + search_seconds, m.parameters, cmd, describe(best),
                m.val_accuracy, details={"best_params": r.best_params, "trials": r.n_finished,
                                         "search_rows": len(tds.train), "search_epochs": profile.tune_epochs,
@@ -237,7 +237,7 @@ def cv_step(key: str, config: TrainConfig, ds: Dataset, profile: Profile, root: 
     ci = (max(0.0, min(t_lo, w_lo)), min(1.0, max(t_hi, w_hi)))  # an accuracy stays in 0..1
     return Row(key, f"{profile.folds}-fold cross-validation", config.model, mean, ci,
                f"mean of {len(accs)} folds: the wider of the t interval over folds and Wilson",
-               CV_FIGURE.accuracy, CV_FIGURE.text, verdict(ci, CV_FIGURE.accuracy),
+               *_compared(CV_FIGURE, ds, ci),
                sum(f.train_seconds for f in s.per_fold), None,
                command_for(config, "cv", ["--folds", str(profile.folds)], data_args), describe(config),
                s.val_accuracy.mean if s.val_accuracy else None,
@@ -325,6 +325,13 @@ def paired_with_preset(rows: list[Row], root: Path) -> list[AgainstPreset]:
     return out
 
 
+def _compared(figure: Figure, ds: Dataset, ci: tuple[float, float]) -> tuple[float | None, str | None, str]:
+    """A row's reference figure, what it is and the verdict: only on Fashion-MNIST, the data it was published on."""
+    if not ds.fashion:
+        return None, None, verdict(ci, None)
+    return figure.accuracy, figure.text, verdict(ci, figure.accuracy)
+
+
 def _plain(figures: Any) -> dict[str, Any] | None:
     """Figures as a row's details hold them: plain JSON values, as result.json gives them back."""
     return dataclasses.asdict(figures) if figures is not None else None
@@ -364,20 +371,23 @@ class StudyResult:
     seconds: float
     source: str
     provenance: dict[str, Any]
+    fashion: bool = True  # Fashion-MNIST: the rows are compared with the reference projects' figures
 
     def to_dict(self) -> dict[str, Any]:
         """results.json's content."""
         return {"profile": dataclasses.asdict(self.profile), "data": self.data,
                 "rows": [r.to_dict() for r in self.rows], "skipped": self.skipped, "paired_with_preset": self.paired,
                 "seconds": self.seconds,
-                "source": self.source, "provenance": self.provenance}
+                "source": self.source, "provenance": self.provenance, "fashion": self.fashion}
 
 
-def plan(profile: Profile, data_args: list[str], mlflow: str | None = None) -> list[Step]:
-    """The steps of a study, in the order of the table."""
+def plan(profile: Profile, data_args: list[str], mlflow: str | None = None, fashion: bool = True) -> list[Step]:
+    """The steps of a study, in the order of the table; on data other than Fashion-MNIST, without the rows that
+    reproduce a reference project's model (their figures were published on Fashion-MNIST)."""
     from fmnist.models import model_info
+
     steps = []
-    for m in REFERENCE_MODELS:
+    for m in REFERENCE_MODELS if fashion else ():
         cfg = recipe(m, profile)
         steps.append(Step(f"train-{m}", f"reference recipe: {m}",
                           lambda ds, root, pr, k=f"train-{m}", c=cfg, r=model_info(m).reference:
@@ -444,7 +454,10 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
     audit = {"rows_kept": {s: report[s]["rows_kept"] for s in ("train", "test") if s in report},
              "train_test_overlap": report["train_test_overlap"],
              "pictures": [f"steps/data/{p}" for p in report["pictures"]]}
-    steps = plan(profile, data_args, mlflow)
+    if not full.fashion:
+        log("data: not Fashion-MNIST, so the rows that reproduce the reference projects' models are left out and "
+            "no row is compared with their published figures; every other technique runs as on Fashion-MNIST")
+    steps = plan(profile, data_args, mlflow, fashion=full.fashion)
     rows: list[Row] = []
     skipped: list[dict[str, str]] = []
     for i, step in enumerate(steps, start=1):
@@ -472,7 +485,7 @@ def _run_study(profile_name: str, out_dir: str | os.PathLike, data: str | None, 
             + (f", reference {row.reference_figure:.2%}: {row.verdict}" if row.reference_figure else f"; {row.verdict}")
             + f" ({row.train_seconds:.0f} s)")
     result = StudyResult(profile, audit, rows, skipped, paired_with_preset(rows, out), time.perf_counter() - t0,
-                         full.source, provenance())
+                         full.source, provenance(), full.fashion)
     write_json(out / "results.json", result.to_dict())
     from fmnist.report import write_report
 

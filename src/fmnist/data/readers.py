@@ -218,8 +218,11 @@ def read_csv(path: str | os.PathLike, class_names: tuple[str, ...] | None = None
                                 "classes: put one beside the data (one name per line, in class-number order), or "
                                 "give class numbers")
             if j == 0:  # labels given as class names ("T-shirt/top"): their index in class_names
-                index = {n.strip().lower(): i for i, n in enumerate(class_names or ())}
-                by_name = text.str.lower().map(index)
+                given = class_names or ()
+                # ignoring case unless two names differ only by case (EMNIST's 'a' and 'A' are two classes)
+                fold = len({n.lower() for n in given}) == len(given)
+                index = {(n.strip().lower() if fold else n.strip()): i for i, n in enumerate(given)}
+                by_name = (text.str.lower() if fold else text).map(index)
                 if by_name.notna().any():
                     notes.append(f"{path}: {int(by_name.notna().sum()):,} labels given as class names, read as "
                                  "their class numbers")
@@ -526,7 +529,8 @@ MAX_NAME_LENGTH = 100
 def check_class_names(names: object, where: str) -> tuple[str, ...]:
     """Class names as fmnist accepts them, from any source (classes.txt, a checkpoint someone sent): at least two,
     each a line of printable text (no control characters: a name reaches terminals, pictures and web pages)
-    of at most MAX_NAME_LENGTH characters, no two alike ignoring case. One clear line otherwise."""
+    of at most MAX_NAME_LENGTH characters, no two alike ('a' and 'A' are two: EMNIST has both). One clear line
+    otherwise."""
     import unicodedata
 
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
@@ -543,10 +547,10 @@ def check_class_names(names: object, where: str) -> tuple[str, ...]:
         if bad is not None:
             raise DataError(f"{where}: class name {i} ({n!r:.40}) holds the control character U+{ord(bad):04X}; "
                             "names are printable text")
-        if n.lower() in seen:
-            raise DataError(f"{where}: class name '{n}' appears twice (names {seen[n.lower()]} and {i}); "
+        if n in seen:
+            raise DataError(f"{where}: class name '{n}' appears twice (names {seen[n]} and {i}); "
                             "each class needs its own name")
-        seen[n.lower()] = i
+        seen[n] = i
     return tuple(names)
 
 
