@@ -38,3 +38,24 @@ def write_csv(path, labels, pixels, header=True):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def glyphs(k, n_per, seed=0):
+    """k classes of synthetic 28x28 glyphs, n_per each: class c is a bar at one of 12 angles (c % 12) with a dot in
+    one of 4 corners (c // 12 % 4) and one of 8 bar lengths (c // 48), plus noise; labels are class numbers."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-14:14, -14:14] + 0.5
+    x, y = [], []
+    for c in range(k):
+        a, corner, length = np.pi * (c % 12) / 12, c // 12 % 4, 11 - c // 48
+        d = np.abs(xx * np.sin(a) - yy * np.cos(a))
+        bar = np.clip((1.5 - d) / 1.5, 0, 1) * (np.abs(xx * np.cos(a) + yy * np.sin(a)) < length)
+        cx, cy = (-9, -9, 9, 9)[corner], (-9, 9, -9, 9)[corner]
+        dot = np.hypot(xx - cx, yy - cy) < 2.5
+        base = 255 * np.maximum(bar, dot)
+        for _ in range(n_per):
+            shift = rng.integers(-1, 2, 2)
+            x.append(np.clip(np.roll(base, tuple(shift), (0, 1)) + rng.normal(0, 20, base.shape), 0, 255)
+                     .astype(np.uint8))
+            y.append(c)
+    return np.stack(x), np.array(y)

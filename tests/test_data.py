@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import write_csv
+from conftest import glyphs, write_csv
 
 from fmnist.cli import main
 from fmnist.data import holdout_split, kfold_splits, load_dataset
@@ -276,23 +276,8 @@ def test_npz_one_hot_labels_and_colour_images(tmp_path, small_ds):
         load_dataset(tmp_path / "c.npz")
 
 
-def _glyphs(k, n_per, seed=0):
-    """k classes of synthetic 28x28 glyphs: class c is a bar at angle c*180/k with noise (numbers as labels)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[-14:14, -14:14] + 0.5
-    x, y = [], []
-    for c in range(k):
-        a = np.pi * c / k
-        d = np.abs(xx * np.sin(a) - yy * np.cos(a))
-        base = np.clip(255 * (1.5 - d) / 1.5, 0, 255) * (np.hypot(xx, yy) < 12)
-        for _ in range(n_per):
-            x.append(np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8))
-            y.append(c)
-    return np.stack(x), np.array(y)
-
-
 def test_twelve_classes_in_an_npz_are_twelve_numbered_classes(tmp_path):
-    x, y = _glyphs(12, 30)
+    x, y = glyphs(12, 30)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=y)
     ds = load_dataset(tmp_path / "d.npz")
     assert ds.class_names == tuple(str(i) for i in range(12)) and len(ds.train) == 360 and not ds.fashion
@@ -311,7 +296,7 @@ def test_official_fashion_is_named_and_a_slice_of_it_is_numbered(small_ds, tmp_p
 
 
 def test_numbers_from_one_or_a_stray_column_are_refused(tmp_path):
-    x, y = _glyphs(3, 10)
+    x, y = glyphs(3, 10)
     np.savez(tmp_path / "one.npz", x_train=x, y_train=y + 1)
     with pytest.raises(DataError, match=r"labels run 0..3 but 1 of those classes \(0\) have no rows; number the "):
         load_dataset(tmp_path / "one.npz")
@@ -323,8 +308,8 @@ def test_numbers_from_one_or_a_stray_column_are_refused(tmp_path):
 def test_from_arrays_takes_what_a_notebook_holds_with_the_files_messages():
     from fmnist.data import Dataset
 
-    x, y = _glyphs(4, 20)
-    xt, yt = _glyphs(4, 2, seed=1)
+    x, y = glyphs(4, 20)
+    xt, yt = glyphs(4, 2, seed=1)
     for shaped in (x, x.reshape(len(x), 784), x[..., None], x / 255.0):
         ds = Dataset.from_arrays(shaped, y, xt, yt, class_names=["a", "b", "c", "d"])
         assert (ds.train.images == x).all() and ds.class_names == ("a", "b", "c", "d") and len(ds.test) == 8
@@ -344,7 +329,7 @@ def test_a_folder_of_class_folders_is_read_prepared_cached_and_its_bad_files_nam
     from PIL import Image
 
     monkeypatch.setenv("FMNIST_CACHE", str(tmp_path / "cache"))
-    x, y = _glyphs(3, 14)
+    x, y = glyphs(3, 14)
     root = tmp_path / "pictures"
     for i, (im, c) in enumerate(zip(x, y, strict=True)):
         (root / f"class {c}").mkdir(parents=True, exist_ok=True)
