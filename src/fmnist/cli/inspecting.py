@@ -74,9 +74,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """data and models: first in `fmnist --help`."""
     p = sub.add_parser("data", help="audit, clean and draw the data",
-                       description="Read the data, report missing/invalid cells, duplicates, conflicting "
-                                   "labels, train/test leakage and class balance; write data_report.json "
-                                   "and pictures with --out.")
+                       description="Read the data (IDX files, a Kaggle CSV, an .npz, or a folder of pictures with one "
+                                   "subfolder per class), report missing/invalid cells, duplicates, conflicting "
+                                   "labels, train/test leakage and class balance; write data_report.json and "
+                                   "pictures with --out. Classes: 2 to 1,000, named by a classes.txt beside the "
+                                   "data, by the subfolders, or by their numbers (Fashion-MNIST's own files keep "
+                                   "their names).")
     add_data_args(p)
     p.add_argument("--out", metavar="DIR", help="write data_report.json and PNGs here")
     p.add_argument("--no-plots", action="store_true", help="skip the pictures")
