@@ -102,7 +102,7 @@ def test_page_uploads_image_and_shows_class(tmp_path, small_ds, trained_run, cap
             # an empty drawing is refused in the page, with a readable message
             page.click("#clear")
             page.click("#send")
-            assert page.text_content("#error") == "Draw an article first."
+            assert page.text_content("#error") == "Draw something first."
             browser.close()
     finally:
         server.terminate()

@@ -239,6 +239,7 @@ def fmnist_run_load(d):
 def test_evaluate_on_a_one_image_test_set(trained_run, tmp_path, small_ds, capsys):
     np.savez(tmp_path / "one.npz", x_train=small_ds.train.images[:50], y_train=small_ds.train.labels[:50],
              x_test=small_ds.test.images[:1], y_test=small_ds.test.labels[:1])
+    (tmp_path / "classes.txt").write_text("\n".join(small_ds.class_names) + "\n")  # the run's classes, by name
     assert main(["evaluate", str(trained_run.dir), "--data", str(tmp_path / "one.npz"), "--out",
                  str(tmp_path / "ev")]) == 0
     assert "no embedding map: 1 images are too few" in capsys.readouterr().out
