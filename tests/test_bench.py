@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from fmnist.cli import main
 from fmnist.recipes import get_preset
 
@@ -11,6 +13,12 @@ def test_bench_runs_on_a_tiny_setting(tmp_path):
     assert r["parameters"] == 44426
     assert r["fmnist_train_images_per_s"] > 0 and r["reference_train_images_per_s"] > 0 and r["train_speedup"] > 0
     assert r["fmnist_batch1_latency_ms"] > 0
+    m = json.loads(out.read_text())["machine"]
+    assert m["preset"] == "fast" and m["model"] == "resnet_fm_small" and m["batch_size"] == 256
+    # a training step of 256 images through a 226k-parameter conv net is tens of GFLOP (forward and backward)
+    assert 5 < m["step_gflop"] < 100
+    assert m["achieved_gflops"] == pytest.approx(m["step_gflop"] / m["step_seconds"])
+    assert m["peak_gflops"] is None or m["fraction_of_peak"] == pytest.approx(m["achieved_gflops"] / m["peak_gflops"])
 
 
 def test_time_to_accuracy_on_a_tiny_setting(tmp_path, capsys):

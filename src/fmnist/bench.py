@@ -117,6 +117,101 @@ class ModelBench:
 
 
 @dataclass(frozen=True)
+class MachineSpeed:
+    """How fast this machine trains a preset's model, against what its processor could do at most.
+
+    step_gflop: floating-point operations of one training step (forward and backward, counted by PyTorch's
+    FlopCounterMode: 2 per multiply-add); achieved_gflops: that over the measured step time. peak_gflops: the
+    CPU's FP32 peak, cores x SIMD lanes x 2 (a fused multiply-add) x FMA units x clock, None on a GPU;
+    peak_basis says what it was computed from.
+    """
+
+    preset: str
+    model: str
+    batch_size: int
+    precision: str  # what the step ran in: bf16 where the hardware has it, as fmnist trains
+    train_images_per_s: float
+    step_seconds: float
+    step_gflop: float
+    achieved_gflops: float
+    peak_gflops: float | None
+    peak_basis: str
+
+    @property
+    def fraction_of_peak(self) -> float | None:
+        return self.achieved_gflops / self.peak_gflops if self.peak_gflops else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "fraction_of_peak": self.fraction_of_peak}
+
+    def describe(self) -> str:
+        peak = (f" of a {self.peak_gflops:,.0f} GFLOP/s FP32 peak ({self.fraction_of_peak:.0%}; {self.peak_basis})"
+                if self.peak_gflops else f" ({self.peak_basis})")
+        bf16 = ("; the step ran in bf16, whose matrix units are not bound by the FP32 peak"
+                if self.precision == "bf16" and self.peak_gflops else "")
+        return (f"machine: preset {self.preset} ({self.model}) trains {self.train_images_per_s:,.0f} images/s, "
+                f"{1000 * self.step_seconds:.0f} ms a step of {self.batch_size} in {self.precision}: "
+                f"{self.step_gflop:.1f} GFLOP a step, {self.achieved_gflops:,.0f} GFLOP/s{peak}{bf16}")
+
+
+def cpu_peak_gflops() -> tuple[float | None, str]:
+    """The CPU's theoretical FP32 peak in GFLOP/s and what it was computed from (None where the clock or the
+    vector width cannot be read). Two FMA units a core is assumed: a server core's count; a core with one
+    reaches half."""
+    import os
+    from pathlib import Path
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, "no /proc/cpuinfo to read the vector width and clock from"
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    lanes, isa = (16, "AVX-512") if "avx512f" in flags else (8, "AVX2+FMA") if {"avx2", "fma"} <= flags else (4, "SSE")
+    try:  # the highest clock the kernel reports; virtual machines often give only /proc/cpuinfo's
+        mhz: float | None = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        mhz = None
+    if mhz is None:
+        mhz = next((float(ln.split(":", 1)[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")), None)
+    if not mhz:
+        return None, f"{cores} cores, {isa}, clock unknown"
+    peak = cores * lanes * 2 * 2 * mhz / 1000
+    return peak, f"{cores} cores x {lanes} {isa} lanes x 2 (FMA) x 2 FMA units x {mhz / 1000:.2f} GHz"
+
+
+def machine_speed(ds: Dataset, preset: str = "fast", device: str = "auto", steps: int = 12) -> MachineSpeed:
+    """Time `steps` training steps of a preset's model (after one to warm up) and count their FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = get_preset(preset)
+    dev = resolve_device(device)
+    cfg = dataclasses.replace(TrainConfig.for_model(preset), device=str(dev))
+    bs = min(cfg.batch_size, len(ds.train))
+    torch.manual_seed(0)
+    model = create_model(p.model, num_classes=ds.num_classes, **cfg.model_params)
+    timed = 0.0
+    for n in (1, steps):
+        trial = create_model(p.model, num_classes=ds.num_classes, **cfg.model_params)
+        trial.load_state_dict(model.state_dict())
+        h = fit(trial, ds.train.take(np.arange(min(len(ds.train), bs * n))), None,
+                dataclasses.replace(cfg, epochs=1), progress=False, log=lambda *_: None)
+        timed = h.train_seconds
+    n_steps = -(-min(len(ds.train), bs * steps) // bs)
+    step = timed / n_steps
+    x = to_input(ds.train.images[:bs], dev)
+    y = torch.as_tensor(ds.train.labels[:bs], device=dev)
+    trial.train()
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(trial(x), y).backward()
+    gflop = counter.get_total_flops() / 1e9
+    peak, basis = cpu_peak_gflops() if dev.type == "cpu" else (None, f"{dev.type}: no peak computed")
+    dtype = autocast_dtype(dev, cfg.precision)
+    return MachineSpeed(preset, p.model, bs, "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16
+                        else "fp32", bs / step, step, gflop, gflop / step, peak, basis)
+
+
+@dataclass(frozen=True)
 class Bench:
     """`fmnist bench`: every model's figures, and the setting they were measured in."""
 
@@ -126,10 +221,13 @@ class Bench:
     epochs: int
     batch_size: int
     models: dict[str, ModelBench]
+    machine: MachineSpeed | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "models"},
-                "models": {k: v.to_dict() for k, v in self.models.items()}}
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if f.name not in ("models", "machine")},
+                "models": {k: v.to_dict() for k, v in self.models.items()},
+                "machine": self.machine.to_dict() if self.machine else None}
 
 
 def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128, device: str = "auto",
@@ -159,7 +257,9 @@ def bench(ds: Dataset, models: list[str], epochs: int = 1, batch_size: int = 128
             f"{fm.test_accuracy:>7.4f}{r.reference.test_accuracy:>8.4f}  "
             f"{fm.speed.batch1_latency_ms:>6.2f}{r.reference.speed.batch1_latency_ms:>7.2f}  "
             f"{fm.speed.batch_throughput:>8,.0f}{r.reference.speed.batch_throughput:>9,.0f}")
-    return Bench(str(dev), str(dtype) if dtype else "fp32", len(ds.train), epochs, batch_size, rows)
+    machine = machine_speed(ds, device=str(dev))
+    log(machine.describe())
+    return Bench(str(dev), str(dtype) if dtype else "fp32", len(ds.train), epochs, batch_size, rows, machine)
 
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93, 0.94, 0.95)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fmnist.budget import Plan, format_outcome, parse_duration, plan_within
 from fmnist.config import ERASE_AREA, TrainConfig, augment_ops, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError, Unavailable
@@ -284,11 +285,38 @@ def train(model: str, data: Dataset, out_dir: str | os.PathLike | None = None, *
     return train_run(config, data, out, progress=progress, log=log, existing=existing)
 
 
+def train_within(time_budget: float | str, data: Dataset, out_dir: str | os.PathLike | None = None, *,
+                 started: float | None = None, progress: bool | None = None, log: Any = print,
+                 existing: str = "refuse", mlflow: str | None = None, **settings: Any) -> Run:
+    """The most accurate model this machine can train in `time_budget` (as `fmnist train --time-budget T`):
+    the recipe of the measured frontier (fmnist.recipes.BUDGET_FRONTIER) expected to be best on validation at
+    the epochs that fit here, trained with its epochs planned to end inside the budget. `settings` (seed,
+    device, ...) apply to every recipe weighed."""
+    from fmnist.budget import choose_recipe
+    from fmnist.recipes import BUDGET_FRONTIER
+
+    started = time.perf_counter() if started is None else started
+    check_data(data, "train_within")
+    budget = parse_duration(time_budget)
+    if "epochs" in settings:
+        raise FmnistError("a time budget sets the epochs: give epochs or a time budget, not both")
+    if existing == "resume":
+        raise FmnistError("resuming a budgeted run needs its model: fmnist train MODEL --time-budget T --resume")
+    sized = {r: fit_preset_to_data(TrainConfig.for_model(r, **settings), data, budgeted=True)
+             for r in dict.fromkeys(p.recipe for p in BUDGET_FRONTIER)}
+    choice = choose_recipe({r: c for r, (c, _) in sized.items()}, data, budget, started, log=log)
+    for line in sized[choice.recipe][1]:
+        log(line)
+    out = out_dir if out_dir is not None else default_run_dir(choice.recipe)
+    return train_run(choice.config, data, out, progress=progress, log=log, existing=existing, mlflow=mlflow,
+                     time_budget=budget, started=started, plan=choice.plan)
+
+
 PRESET_IMAGES = 60_000  # the training set the presets were made for
 SMALL_DATA = 20_000  # below this a preset's epochs and held-out share are sized to the data
 
 
-def fit_preset_to_data(config: TrainConfig, ds: Dataset) -> tuple[TrainConfig, list[str]]:
+def fit_preset_to_data(config: TrainConfig, ds: Dataset, budgeted: bool = False) -> tuple[TrainConfig, list[str]]:
     """A preset's config sized to data unlike Fashion-MNIST's, and one line per change (none for Fashion-MNIST,
     or for a config that is not exactly a preset's: explicit settings are kept as given).
 
@@ -296,7 +324,8 @@ def fit_preset_to_data(config: TrainConfig, ds: Dataset) -> tuple[TrainConfig, l
       clothing does; on other data (digits, letters) a mirrored 2 or b is another class, so they are dropped.
     - Small data: the held-out share grows to keep about 300 images for the calibration (at most 20%), and the
       epochs grow so the run takes about the optimizer steps it takes on 60,000 images (at most 20 times its
-      epochs): a preset's few epochs are a handful of steps on a thousand images.
+      epochs): a preset's few epochs are a handful of steps on a thousand images. `budgeted`: a time budget sets
+      the epochs, so only the held-out share changes.
     """
     from fmnist.recipes import PRESETS
 
@@ -317,17 +346,28 @@ def fit_preset_to_data(config: TrainConfig, ds: Dataset) -> tuple[TrainConfig, l
         val = min(0.2, max(config.val_fraction, 300 / n))
         scale = PRESET_IMAGES * (1 - config.val_fraction) / (n * (1 - val))
         epochs = min(round(config.epochs * scale), config.epochs * 20)
-        changes.update(val_fraction=round(val, 4), epochs=epochs)
-        notes.append(f"preset {base}: {n:,} training images, so {epochs} epochs instead of {config.epochs} and "
-                     f"{val:.0%} held out to calibrate instead of {config.val_fraction:.0%} (sized for "
-                     f"{PRESET_IMAGES:,}); give --epochs or --val-fraction to choose them")
+        changes.update(val_fraction=round(val, 4), **({} if budgeted else {"epochs": epochs}))
+        if budgeted and val != config.val_fraction:
+            notes.append(f"preset {base}: {n:,} training images, so {val:.0%} held out to calibrate instead of "
+                         f"{config.val_fraction:.0%} (sized for {PRESET_IMAGES:,}); give --val-fraction to choose")
+        elif not budgeted:
+            notes.append(f"preset {base}: {n:,} training images, so {epochs} epochs instead of {config.epochs} and "
+                         f"{val:.0%} held out to calibrate instead of {config.val_fraction:.0%} (sized for "
+                         f"{PRESET_IMAGES:,}); give --epochs or --val-fraction to choose them")
     return config.replace(**changes), notes
 
 
 def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | None = None,
               progress: bool | None = None, log: Any = print, plots: bool = True, existing: str = "refuse",
-              mlflow: str | None = None, nested: bool = False) -> Run:
+              mlflow: str | None = None, nested: bool = False, time_budget: float | str | None = None,
+              started: float | None = None, plan: Plan | None = None) -> Run:
     """Split, train, save and evaluate one model with a given config; returns the Run (metrics.json, etc.).
+
+    time_budget: seconds (or "2m", "600s", ...) the whole call may take, counted from `started` (a
+    time.perf_counter() value: the command's start) or from this call: the epochs are planned to fit
+    (fmnist.budget.plan_epochs), config.epochs is ignored, and the plan and what it took are recorded in
+    config.json and metrics.json. A resumed run keeps the plan its config.json recorded. plan: one already
+    made for this config (train_within's), used as it is.
 
     mlflow: an MLflow tracking URI (or "" for $MLFLOW_TRACKING_URI / sqlite:///mlflow.db) to log the run to.
 
@@ -338,12 +378,14 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     from fmnist.models import create_model
     from fmnist.optim import check_optimizer
 
+    started = time.perf_counter() if started is None else started
     if not isinstance(config, TrainConfig):
         raise FmnistError(f"train_run: config must be a TrainConfig, got {type(config).__name__}")
     check_data(ds, "train_run")
+    budget = parse_duration(time_budget) if time_budget is not None else None
     if existing not in ("refuse", "overwrite", "resume"):
         raise FmnistError(f"existing must be refuse, overwrite or resume, got {existing!r}")
-    config, sized = fit_preset_to_data(config, ds)
+    config, sized = fit_preset_to_data(config, ds, budgeted=time_budget is not None)
     for line in sized:
         log(line)
     out = Path(out_dir) if out_dir else default_run_dir(config.model)
@@ -356,6 +398,11 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
     torch.manual_seed(config.seed)
     model = create_model(config.model, num_classes=len(ds.class_names), **config.model_params)
     check_optimizer(trainable_net(model, config), config)  # e.g. muon on a model without hidden weight matrices
+    if budget is not None and plan is not None:
+        config = config.replace(epochs=plan.epochs)
+    elif budget is not None:
+        config, plan = _budgeted(config, out, existing == "resume", model, train, val, ds.test, budget, started,
+                                 log)
     # a missing state or one of other settings is refused here; fit continues from this very state
     state = TrainState.load(RunDir(out).train_state, config) if existing == "resume" else None
     from fmnist.tracking import track
@@ -364,8 +411,26 @@ def train_run(config: TrainConfig, ds: Dataset, out_dir: str | os.PathLike | Non
             f"version.{k}": v for k, v in provenance().items()}}, nested=nested) as tracker:
         prepare_out_dir(out, existing="keep" if existing == "resume" else existing,  # after the store opened
                         mark_run=True)
-        run = _train_in(config, ds, out, model, train, val, progress, log, plots, state, tracker)
+        run = _train_in(config, ds, out, model, train, val, progress, log, plots, state, tracker,
+                        plan and (plan, started, existing == "resume"))
     return run
+
+
+def _budgeted(config: TrainConfig, out: Path, resume: bool, model: torch.nn.Module, train: Split, val: Split,
+              test: Split | None, budget: float, started: float, log: Any) -> tuple[TrainConfig, Plan]:
+    """The config with the epochs that fit the budget, and the plan; a resumed run keeps its recorded plan."""
+    if resume:
+        try:
+            saved = json.loads(RunDir(out).config.read_text())
+            plan = Plan.from_dict(saved["time_budget"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise FmnistError(f"{out}: --resume with --time-budget needs a run started with a time budget; this "
+                              "one has no plan in its config.json (resume it without --time-budget)") from None
+        log(f"resuming with the plan of the run's time budget: {plan.epochs} epochs")
+        return config.replace(epochs=plan.epochs), plan
+    plan = plan_within(model, config, train, val, test, budget, started)
+    log(plan.describe(config.model))
+    return config.replace(epochs=plan.epochs), plan
 
 
 def finished(run: Run) -> Run:
@@ -378,7 +443,8 @@ def finished(run: Run) -> Run:
 
 
 def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Module, train: Split, val: Split,
-              progress: bool | None, log: Any, plots: bool, state: Any, tracker: Any) -> Run:
+              progress: bool | None, log: Any, plots: bool, state: Any, tracker: Any,
+              budgeted: tuple[Plan, float, bool] | None = None) -> Run:
     from fmnist import plots as P
     from fmnist.models import count_parameters
 
@@ -389,7 +455,8 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
     write_json(rd.config, {**config.to_dict(), "data": {
         "source": ds.source, "cleaned": ds.cleaned, "train_rows": len(train), "val_rows": len(val),
         "test_rows": len(ds.test) if ds.test is not None else 0, "class_names": list(ds.class_names)},
-        "parameters": n_params, "provenance": provenance()})
+        "parameters": n_params, "provenance": provenance(),
+        **({"time_budget": budgeted[0].to_dict()} if budgeted else {})})
     log(f"{config.model}: {n_params:,} parameters; {len(train):,} train / {len(val):,} validation images; "
         f"writing to {out}")
     if plots and config.augment:
@@ -427,6 +494,14 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         t_draw = time.perf_counter()
         draw_evaluation(model, ds.test, test, logits, calibration, out)
         log(f"pictures drawn in {time.perf_counter() - t_draw:.0f}s")
+    if budgeted:  # what the plan said against what it took, pictures included
+        plan, started, resumed = budgeted
+        actual = None if resumed else time.perf_counter() - started
+        write_json(rd.metrics, {**metrics.to_dict(), **extra, "provenance": provenance(), "time_budget": {
+            **plan.to_dict(), "actual_seconds": actual, "resumed": resumed,
+            "within_budget": None if actual is None else actual <= plan.budget_seconds}})
+        log(format_outcome(plan, actual) if actual is not None else
+            "time budget: this run was resumed, so its time is not compared with the plan")
     if not hist.interrupted:
         rd.train_state.unlink(missing_ok=True)  # complete: the run's files say everything
     if tracker is not None:

@@ -101,16 +101,22 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "models`); `fmnist train best` also picks the preset's model")
 
 
-def train_config_from_args(model: str, args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of a command line: TrainConfig.for_model with the flags that were given."""
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig settings given as flags on a command line."""
     from dataclasses import fields
 
     from fmnist.config import TrainConfig
 
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-             if f.name not in ("model", "model_params") and getattr(args, f.name, None) is not None}
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if f.name not in ("model", "model_params") and getattr(args, f.name, None) is not None}
+
+
+def train_config_from_args(model: str, args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a command line: TrainConfig.for_model with the flags that were given."""
+    from fmnist.config import TrainConfig
+
     return TrainConfig.for_model(model, preset=getattr(args, "preset", None), recipe=not args.no_recipe,
-                                 model_params=parse_sets(args.set), **given)
+                                 model_params=parse_sets(args.set), **given_settings(args))
 
 
 def add_run_args(p: argparse.ArgumentParser, out_help: str) -> None:
@@ -152,7 +158,7 @@ def progress(args: argparse.Namespace) -> bool | None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from fmnist import __version__
-    from fmnist.cli import inspecting, training, using
+    from fmnist.cli import examples, inspecting, training, using
 
     parser = argparse.ArgumentParser(
         prog="fmnist",
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_commands(sub)
     using.add_commands(sub)
     inspecting.add_commands(sub)
+    examples.add_examples(sub)
     return parser
 
 

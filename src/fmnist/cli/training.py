@@ -10,6 +10,7 @@ from fmnist.cli import (
     add_run_args,
     add_train_args,
     check_mlflow,
+    given_settings,
     load,
     progress,
     quiet_optuna,
@@ -19,20 +20,35 @@ from fmnist.errors import FmnistError, printable
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fmnist.run import default_run_dir, train_run
+    import time
 
-    config = train_config_from_args(args.model, args)
+    started = time.perf_counter()  # a time budget counts from here: importing, loading the data, measuring
+    from fmnist.budget import parse_duration
+    from fmnist.run import default_run_dir, train_run, train_within
+
+    budget = parse_duration(args.time_budget) if args.time_budget is not None else None
+    if budget is not None and args.epochs is not None:
+        raise FmnistError("--time-budget sets the epochs: give --epochs or --time-budget, not both")
+    if args.model is None and budget is None:
+        raise FmnistError("give MODEL (a model or preset: see `fmnist models`), or --time-budget T for the most "
+                          "accurate recipe that fits T here")
+    if args.model is None and (args.set or args.preset or args.no_recipe):
+        raise FmnistError("--set, --preset and --no-recipe need MODEL: without one, --time-budget chooses the recipe")
+    config = train_config_from_args(args.model, args) if args.model is not None else None
     if args.resume and args.overwrite:
         raise FmnistError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if args.resume and not args.out:
         raise FmnistError("--resume needs --out DIR: the run directory to continue")
     check_mlflow(args)
     ds = load(args)
-    out = args.out or default_run_dir(args.preset or args.model)
-    run = train_run(config, ds, out, progress=progress(args),
-                    existing="resume" if args.resume else "overwrite" if args.overwrite else "refuse",
-                    mlflow=args.mlflow)
-    print(f"saved {out} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
+    existing = "resume" if args.resume else "overwrite" if args.overwrite else "refuse"
+    if config is None:
+        run = train_within(budget, ds, args.out, started=started, progress=progress(args), existing=existing,
+                           mlflow=args.mlflow, **given_settings(args))
+    else:
+        run = train_run(config, ds, args.out or default_run_dir(args.preset or args.model), progress=progress(args),
+                        existing=existing, mlflow=args.mlflow, time_budget=budget, started=started)
+    print(f"saved {run.dir} (model.safetensors, metrics.json, history.csv, config.json, pictures)")
     return 130 if run.metrics.interrupted else 0
 
 
@@ -146,7 +162,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "data, validate each epoch, evaluate once on the test set and write a run "
                                    "directory. Defaults are the model's recipe (from its reference "
                                    "project, see `fmnist models`).")
-    p.add_argument("model", metavar="MODEL", help="a model (`fmnist models`) or a preset: fast, best, max")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="a model (`fmnist models`) or a preset: fast, best, max; without one, --time-budget "
+                        "chooses the recipe")
+    p.add_argument("--time-budget", metavar="T",
+                   help="end inside T (e.g. 90s, 2m, 1h), evaluation and calibration included: a few timed steps "
+                        "on this machine set the epochs so the whole schedule fits; without MODEL, the recipe "
+                        "of the measured accuracy/compute frontier expected to be most accurate in T here")
     add_run_args(p, "run directory (default runs/MODEL-TIMESTAMP); an existing run is refused unless "
                     "--overwrite or --resume")
     p.add_argument("--overwrite", action="store_true",
@@ -167,7 +189,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "settings (50 epochs, 5 folds, 20 trials), hours; tiny: a smoke test on a slice of the "
                         "data, whose figures say nothing")
     p.add_argument("--data", metavar="PATH", help="as for `fmnist data`")
-    p.add_argument("--test-data", metavar="PATH")
+    p.add_argument("--test-data", metavar="PATH", help="test split, when --data names a train file only")
     p.add_argument("--out", metavar="DIR", help="default runs/study-PROFILE")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_mlflow_arg(p, "also log every step to MLflow, nested under one study run (see `fmnist train --help`)")
@@ -200,7 +222,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "per-fold curves, validation and test accuracy, mean and std. Each fold is a "
                                    "trial of an Optuna study (SQLite in --out, or --storage): rerunning resumes, "
                                    "and several workers given the same --storage share the folds.")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="a model or preset (`fmnist models`)")
     p.add_argument("--folds", type=int, default=5, metavar="N", help="number of folds (default 5)")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="repeated k-fold: redraw the folds with seed+1, seed+2, ... (default 1)")
