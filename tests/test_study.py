@@ -33,6 +33,8 @@ def test_tiny_study_writes_strict_rows_and_a_report_without_nan(tmp_path, capsys
     text = re.sub(r'src="data:image/png;base64,[^"]*"', "", page)  # the pictures' bytes are no words
     assert not re.search(r"\bnan\b", text, flags=re.I) and "Verdict" in page and "against fmnist's preset" in page
     assert page.count("data:image/png;base64,") >= 10 and 'src="http' not in page
+    # the reference projects are a page of the manual, not a path in a repository
+    assert "reference-projects/'>the manual</a>" in page and "docs/reference-projects.md" not in page
     assert (out / "report.html").stat().st_size < 3e6
     capsys.readouterr()
     assert main(["study", "--profile", "tiny", "--out", str(out), "--quiet"]) == 0  # resumes: all done

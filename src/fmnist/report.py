@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,13 @@ img{max-width:100%;border:1px solid #eee;margin:4px 0}.above{color:#080;font-wei
 code{font-size:12px;background:#f6f6f6;padding:1px 3px}details{margin:.3em 0}
 """
 DASH = "—"  # what the page shows where a run has no such figure (never "nan")
+
+
+def manual_url() -> str:
+    """Where the report's links to the manual point: $FMNIST_MANUAL_URL, else the address `mkdocs serve` serves
+    the manual at from a checkout (the report is a file, so its links need an address, not a repository path)."""
+    url = os.environ.get("FMNIST_MANUAL_URL") or "http://127.0.0.1:8000/"
+    return html.escape(url if url.endswith("/") else url + "/", quote=True)
 
 
 def _pct(v: float | None, digits: int = 2) -> str:
@@ -105,9 +113,9 @@ def write_report(result: StudyResult, out: Path) -> Path:
              f"<h1>fmnist study: profile <code>{p.name}</code></h1>",
              f"<p>Data: <code>{html.escape(result.source)}</code>. Total time {result.seconds / 60:.1f} min. "
              + ("Each row reproduces a technique of one of five public Fashion-MNIST projects (the reference "
-                "projects 000 to 004, described in fmnist's documentation: docs/reference-projects.md) and compares "
-                "its test accuracy with the figure the project published. Test accuracy is measured once per row on "
-                "the official test set" if result.fashion else
+                f"projects 000 to 004, described in <a href='{manual_url()}reference-projects/'>the manual</a>) and "
+                "compares its test accuracy with the figure the project published. Test accuracy is measured once "
+                "per row on the official test set" if result.fashion else
                 "This data is not Fashion-MNIST: the rows that reproduce the reference projects' models are left "
                 "out, and no row is compared with their figures (published on Fashion-MNIST); each technique runs "
                 "as it does there. Test accuracy is measured once per row on the data's test split")
