@@ -92,3 +92,22 @@ def test_getting_started_commands_run_as_written(tmp_path, monkeypatch, capsys):
     assert "examples/sneaker.png:" in out and "examples/bag.jpg:" in out
     assert (tmp_path / "runs" / "fast" / "model.onnx").exists()
     assert (tmp_path / "runs" / "data").is_dir()
+
+
+def test_every_command_in_the_readme_and_the_manual_parses():
+    """Each `fmnist ...` line of a bash block names a command and options that exist (a renamed flag in the
+    code breaks this test, not a reader's first try)."""
+    from fmnist.cli import build_parser
+
+    parser = build_parser()
+    seen = 0
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for argv in _commands(page):
+            if any(c in argv for c in ("|", "&&", ">", "&")) or any(a.startswith("$") for a in argv):
+                continue
+            try:
+                parser.parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"{page.name}: fmnist {' '.join(argv)}")
+            seen += 1
+    assert seen >= 40
