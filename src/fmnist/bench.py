@@ -180,9 +180,12 @@ def cpu_peak_gflops() -> tuple[float | None, str]:
     return peak, f"{cores} cores x {lanes} {isa} lanes x 2 (FMA) x 2 FMA units x {mhz / 1000:.2f} GHz"
 
 
-def machine_speed(ds: Dataset, preset: str = "fast", device: str = "auto", steps: int = 12) -> MachineSpeed:
-    """Time `steps` training steps of a preset's model (after one to warm up) and count their FLOPs."""
+def machine_speed(ds: Dataset, preset: str = "fast", device: str = "auto") -> MachineSpeed:
+    """Time a few training steps of a preset's model (fmnist.budget.measure_costs, as a time budget plans from)
+    and count their FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from fmnist.budget import measure_costs
 
     p = get_preset(preset)
     dev = resolve_device(device)
@@ -190,20 +193,12 @@ def machine_speed(ds: Dataset, preset: str = "fast", device: str = "auto", steps
     bs = min(cfg.batch_size, len(ds.train))
     torch.manual_seed(0)
     model = create_model(p.model, num_classes=ds.num_classes, **cfg.model_params)
-    timed = 0.0
-    for n in (1, steps):
-        trial = create_model(p.model, num_classes=ds.num_classes, **cfg.model_params)
-        trial.load_state_dict(model.state_dict())
-        h = fit(trial, ds.train.take(np.arange(min(len(ds.train), bs * n))), None,
-                dataclasses.replace(cfg, epochs=1), progress=False, log=lambda *_: None)
-        timed = h.train_seconds
-    n_steps = -(-min(len(ds.train), bs * steps) // bs)
-    step = timed / n_steps
+    step = measure_costs(model, cfg, ds.train, None).step_seconds
+    model.to(dev).train()
     x = to_input(ds.train.images[:bs], dev)
     y = torch.as_tensor(ds.train.labels[:bs], device=dev)
-    trial.train()
-    with FlopCounterMode(display=False) as counter:
-        F.cross_entropy(trial(x), y).backward()
+    with FlopCounterMode(display=False) as counter:  # the work of a step does not depend on the weights
+        F.cross_entropy(model(x), y).backward()
     gflop = counter.get_total_flops() / 1e9
     peak, basis = cpu_peak_gflops() if dev.type == "cpu" else (None, f"{dev.type}: no peak computed")
     dtype = autocast_dtype(dev, cfg.precision)

@@ -134,12 +134,14 @@ def plan_from(costs: Costs, config: Any, n_val: int, n_test: int, budget: float,
 
 
 def plan_epochs(model: Any, config: Any, train: Any, val: Any, test: Any, budget: float,
-                log: Any = print) -> Plan:
-    """The epochs of `config` that fit in `budget` seconds for this model and data on this machine, measured
-    here (measure_costs, counted inside the budget)."""
+                started: float | None = None, log: Any = print) -> Plan:
+    """The epochs of `config` that fit in `budget` seconds for this model and data on this machine, counted from
+    `started` (a time.perf_counter() value: what was spent before, loading the data or building the model, is
+    inside the budget) or from this call; the measuring (measure_costs) is inside it too."""
+    started = time.perf_counter() if started is None else started
     costs = measure_costs(model, config, train, val)
     plan = plan_from(costs, config, len(val) if val is not None else 0, len(test) if test is not None else 0,
-                     budget, costs.measured_seconds)
+                     budget, time.perf_counter() - started)
     log(plan.describe(config.model))
     return plan
 
@@ -150,15 +152,6 @@ def format_outcome(plan: Plan, actual_seconds: float) -> str:
     verdict = f"over the budget by {-spare:.0f} s" if spare < 0 else f"within the budget: {spare:.0f} s to spare"
     return (f"time budget {_minutes(plan.budget_seconds)}: planned {plan.planned_seconds:.0f} s, took "
             f"{actual_seconds:.0f} s ({verdict})")
-
-
-def plan_within(model: Any, config: Any, train: Any, val: Any, test: Any, budget: float,
-                started: float) -> Plan:
-    """plan_epochs for what is left of `budget` seconds counted from `started` (a time.perf_counter() value):
-    what was spent before (loading the data, building the model) is inside the budget and in the plan."""
-    costs = measure_costs(model, config, train, val)
-    return plan_from(costs, config, len(val) if val is not None else 0,
-                     len(test) if test is not None else 0, budget, time.perf_counter() - started)
 
 
 def expected_accuracy(recipe: str, epochs: float, views: str = "flip+shifts") -> float | None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist.budget import Plan, format_outcome, parse_duration, plan_within
+from fmnist.budget import Plan, format_outcome, parse_duration, plan_epochs
 from fmnist.config import ERASE_AREA, TrainConfig, augment_ops, tta_views_of
 from fmnist.data import Dataset, Split, holdout_split
 from fmnist.errors import FmnistError, Unavailable
@@ -428,8 +428,7 @@ def _budgeted(config: TrainConfig, out: Path, resume: bool, model: torch.nn.Modu
                               "one has no plan in its config.json (resume it without --time-budget)") from None
         log(f"resuming with the plan of the run's time budget: {plan.epochs} epochs")
         return config.replace(epochs=plan.epochs), plan
-    plan = plan_within(model, config, train, val, test, budget, started)
-    log(plan.describe(config.model))
+    plan = plan_epochs(model, config, train, val, test, budget, started, log=log)
     return config.replace(epochs=plan.epochs), plan
 
 
@@ -489,7 +488,8 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
         with atomic_path(rd.test_predictions) as tmp:
             np.savez(tmp, predicted=test.predictions, labels=ds.test.labels.astype(np.int16))
         extra = {"test_set": ds.test.fingerprint()}
-    write_json(rd.metrics, {**metrics.to_dict(), **extra, "provenance": provenance()})
+    saved = {**metrics.to_dict(), **extra, "provenance": provenance()}
+    write_json(rd.metrics, saved)
     if plots and test is not None:  # after the results are on disk: a picture that fails loses no result
         t_draw = time.perf_counter()
         draw_evaluation(model, ds.test, test, logits, calibration, out)
@@ -497,7 +497,7 @@ def _train_in(config: TrainConfig, ds: Dataset, out: Path, model: torch.nn.Modul
     if budgeted:  # what the plan said against what it took, pictures included
         plan, started, resumed = budgeted
         actual = None if resumed else time.perf_counter() - started
-        write_json(rd.metrics, {**metrics.to_dict(), **extra, "provenance": provenance(), "time_budget": {
+        write_json(rd.metrics, {**saved, "time_budget": {  # again: the time includes the pictures
             **plan.to_dict(), "actual_seconds": actual, "resumed": resumed,
             "within_budget": None if actual is None else actual <= plan.budget_seconds}})
         log(format_outcome(plan, actual) if actual is not None else
