@@ -66,6 +66,10 @@ class Plan:
                 f"{self.budget_seconds:.0f} s, measuring included)")
 
 
+def _secs(s: float) -> str:
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
+
+
 def _minutes(s: float) -> str:
     return f"{s / 60:g} min" if s >= 60 and s % 60 == 0 else f"{s:.0f} s"
 
@@ -126,8 +130,8 @@ def plan_from(costs: Costs, config: Any, n_val: int, n_test: int, budget: float,
     left = budget * (1 - MARGIN) - spent - after
     epochs = int(left // per_epoch) if per_epoch > 0 else 0
     if epochs < 1:
-        raise FmnistError(f"time budget {budget:.0f} s is too short for {config.model} here: one epoch takes about "
-                          f"{per_epoch:.0f} s and evaluating {after:.0f} s more; give at least "
+        raise FmnistError(f"time budget {_secs(budget)} is too short for {config.model} here: one epoch takes about "
+                          f"{_secs(per_epoch)} and evaluating {_secs(after)} more; give at least "
                           f"{math.ceil((per_epoch + after + spent) / (1 - MARGIN))} s, or a smaller model")
     return Plan(budget, epochs, costs.step_seconds, costs.steps_per_epoch, costs.view_seconds * views,
                 spent + after + epochs * per_epoch, spent)
